@@ -1,0 +1,1 @@
+"""Evaluations of trained runs. May import `tasks` and `trainers`."""

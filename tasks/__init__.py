@@ -1,0 +1,1 @@
+"""Task generators and their exact gold rewards. Imports nothing else of kinrl."""

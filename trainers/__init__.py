@@ -1,0 +1,1 @@
+"""JAX/Flax/Optax model, sampler and RLHF trainers. May import `tasks` (for the gold reward)."""
