@@ -1,0 +1,186 @@
+"""Family graphs (spec section 1) and their random generation.
+
+People are integer ids into parallel lists; this keeps generation and the relation engine fast
+(tens of microseconds per family), and `to_networkx` gives the same graph to anyone who wants
+networkx's algorithms. The same class holds the *stated-facts graph* of the solvability rule,
+where anonymous placeholder parents have gender UNKNOWN and no name.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from tasks.kinship.terms import FEMALE, GENDER_NAMES, MALE
+
+if TYPE_CHECKING:
+    import networkx as nx
+
+UNKNOWN = -1
+
+
+@dataclass(slots=True)
+class KinGraph:
+    """People with genders, at most two parents each, and marriages."""
+
+    names: list[str | None] = field(default_factory=list)
+    genders: list[int] = field(default_factory=list)
+    parents: list[list[int]] = field(default_factory=list)
+    children: list[list[int]] = field(default_factory=list)
+    spouses: list[list[int]] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.genders)
+
+    def add_person(self, name: str | None, gender: int) -> int:
+        self.names.append(name)
+        self.genders.append(gender)
+        self.parents.append([])
+        self.children.append([])
+        self.spouses.append([])
+        return len(self.genders) - 1
+
+    def add_parent(self, parent: int, child: int) -> None:
+        if parent == child or parent in self.parents[child]:
+            raise ValueError(f"bad parent edge {parent} -> {child}")
+        if len(self.parents[child]) >= 2:
+            raise ValueError(f"person {child} would have more than two parents")
+        self.parents[child].append(parent)
+        self.children[parent].append(child)
+
+    def marry(self, a: int, b: int) -> None:
+        if a == b or b in self.spouses[a]:
+            raise ValueError(f"bad marriage {a} - {b}")
+        self.spouses[a].append(b)
+        self.spouses[b].append(a)
+
+    def parent_pairs(self) -> list[tuple[int, int]]:
+        """All [parent, child] edges, in child order."""
+        return [(p, c) for c, ps in enumerate(self.parents) for p in ps]
+
+    def spouse_pairs(self) -> list[tuple[int, int]]:
+        """All marriages once each, as (smaller id, larger id)."""
+        return [(a, b) for a, ss in enumerate(self.spouses) for b in ss if a < b]
+
+    def full_sibling_pairs(self) -> list[tuple[int, int]]:
+        """Pairs (a < b) with the same two parents: what a `sibling` fact may state."""
+        pairs = []
+        for a, ps in enumerate(self.parents):
+            if len(ps) == 2:
+                for b in self.children[ps[0]]:
+                    if b > a and len(self.parents[b]) == 2 and ps[1] in self.parents[b]:
+                        pairs.append((a, b))
+        return pairs
+
+    def to_networkx(self) -> nx.MultiDiGraph:
+        """The graph as networkx: nodes carry `name`/`gender`; edges have `kind` parent
+        (parent -> child) or spouse (both directions)."""
+        import networkx as nx
+
+        graph = nx.MultiDiGraph()
+        for person, (name, gender) in enumerate(zip(self.names, self.genders, strict=True)):
+            graph.add_node(person, name=name, gender=GENDER_NAMES[gender] if gender >= 0 else None)
+        for parent, child in self.parent_pairs():
+            graph.add_edge(parent, child, kind="parent")
+        for a, b in self.spouse_pairs():
+            graph.add_edge(a, b, kind="spouse")
+            graph.add_edge(b, a, kind="spouse")
+        return graph
+
+
+@dataclass(frozen=True, slots=True)
+class FamilyShape:
+    """The knobs of family generation (a subset of the task config)."""
+
+    generations: int
+    min_children: int
+    max_children: int
+    marriage_prob: float
+    remarriage_prob: float
+    stepchild_prob: float
+    max_people: int
+
+
+class NameDrawer:
+    """Draws names unique within one record from gendered pools."""
+
+    __slots__ = ("_pools", "_rng", "used")
+
+    def __init__(self, rng: random.Random, female: tuple[str, ...], male: tuple[str, ...]):
+        self._rng = rng
+        self._pools = (female, male)
+        self.used: set[str] = set()
+
+    def draw(self, gender: int) -> str:
+        pool = self._pools[gender]
+        if len(self.used) >= len(pool):
+            raise ValueError("name pool too small for the family size")
+        choice = self._rng.choice
+        name = choice(pool)
+        while name in self.used:
+            name = choice(pool)
+        self.used.add(name)
+        return name
+
+
+def generate_family(
+    rng: random.Random, shape: FamilyShape, names: NameDrawer, graph: KinGraph | None = None
+) -> KinGraph:
+    """Grow a family breadth first from a founding couple.
+
+    Every person born into the family may marry someone from outside (so no one ever marries a
+    relative: spouses from outside have no ancestors in the graph and marry exactly one
+    family member), have children with them, and remarry (half-siblings); a second spouse may
+    bring a child of their own, with or without that child's other parent (step-relations).
+    In each generation the first person always marries and has a child, so the family reaches
+    `generations` generations even under the `max_people` cap. Passing `graph` adds the family
+    to it as a separate, unconnected component.
+    """
+    g = graph if graph is not None else KinGraph()
+    cap = len(g) + shape.max_people
+    rand, randint = rng.random, rng.randint
+
+    def person(gender: int) -> int:
+        return g.add_person(names.draw(gender), gender)
+
+    def spouse_for(x: int) -> int:
+        s = person(1 - g.genders[x])
+        g.marry(x, s)
+        return s
+
+    def have_children(a: int, b: int | None, count: int, out: list[int], forced: bool) -> None:
+        for number in range(count):
+            if len(g) >= cap and not (forced and number == 0):
+                return
+            child = person(MALE if rand() < 0.5 else FEMALE)
+            g.add_parent(a, child)
+            if b is not None:
+                g.add_parent(b, child)
+            out.append(child)
+
+    founder = person(MALE if rand() < 0.5 else FEMALE)
+    current = [founder]
+    for _generation in range(shape.generations - 1):
+        following: list[int] = []
+        for position, x in enumerate(current):
+            forced = position == 0
+            if len(g) + 2 > cap and not forced:
+                break
+            if not forced and rand() >= shape.marriage_prob:
+                continue
+            first = spouse_for(x)
+            low = max(1, shape.min_children) if forced else shape.min_children
+            have_children(x, first, randint(low, shape.max_children), following, forced)
+            if rand() < shape.remarriage_prob and len(g) + 2 <= cap:
+                second = spouse_for(x)
+                have_children(
+                    x, second, randint(0, max(1, shape.max_children - 1)), following, False
+                )
+                if rand() < shape.stepchild_prob and len(g) + 2 <= cap:
+                    ex = spouse_for(second) if rand() < 0.5 else None
+                    have_children(second, ex, 1, following, False)
+        current = following
+        if not current:
+            break
+    return g

@@ -1,0 +1,186 @@
+"""The relation engine: every term of spec section 2 that holds between any A and a given B.
+
+One general sweep outward from B evaluates all 20 rows literally as the spec states them
+(set membership over parents, children, spouses and siblings), so it is correct on any graph,
+including the stated-facts graph with placeholder parents, and never guesses from a sampled
+path. `relatives(g, b)` answers "who is B's what" for everyone at once; `relation(g, a, b)`
+is the pairwise view.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from tasks.kinship.graph import KinGraph
+from tasks.kinship.terms import (
+    ancestor_term,
+    cousin_term,
+    descendant_term,
+    grandniece_term,
+    great_aunt_term,
+    simple_general,
+    simple_term,
+    synonyms,
+)
+
+# (row, specific term, general word or None)
+Term = tuple[int, str, str | None]
+
+
+def any_siblings(g: KinGraph, x: int) -> list[tuple[int, bool]]:
+    """AnySib(x) as (y, is_full_sibling) pairs: everyone sharing at least one parent with x."""
+    px = g.parents[x]
+    out: list[tuple[int, bool]] = []
+    seen = {x}
+    for p in px:
+        for y in g.children[p]:
+            if y in seen:
+                continue
+            seen.add(y)
+            py = g.parents[y]
+            full = len(px) == 2 and len(py) == 2 and py[0] in px and py[1] in px
+            out.append((y, full))
+    return out
+
+
+def _levels(start: Iterable[int], step: list[list[int]]) -> list[list[int]]:
+    """Generations reached from `start` along `step` (parents or children): level k holds the
+    distinct people exactly k steps away (a person may sit on several levels)."""
+    levels = [list(dict.fromkeys(start))]
+    while True:
+        nxt = list(dict.fromkeys(y for x in levels[-1] for y in step[x]))
+        if not nxt:
+            return levels
+        levels.append(nxt)
+
+
+def relatives(g: KinGraph, b: int) -> dict[int, list[Term]]:
+    """Map every person A != B with a known gender to the terms "A is B's T" that hold.
+
+    Each value is sorted by row (the first entry is the canonical term) without duplicates.
+    People of unknown gender (placeholders) are skipped: no term can be spelled for them.
+    """
+    P, C, S, G = g.parents, g.children, g.spouses, g.genders
+    found: dict[int, set[Term]] = {}
+
+    def add(a: int, row: int, specific: str, general: str | None) -> None:
+        if a != b and G[a] >= 0:
+            found.setdefault(a, set()).add((row, specific, general))
+
+    def add_simple(a: int, row: int) -> None:
+        if a != b and G[a] >= 0:
+            found.setdefault(a, set()).add((row, simple_term(row, G[a]), simple_general(row)))
+
+    up = _levels([b], P)  # up[k] = anc_k(B)
+    down = _levels([b], C)  # down[k] = desc_k(B)
+    for k in range(1, len(up)):
+        for a in up[k]:
+            if G[a] >= 0:
+                add(a, *ancestor_term(k, G[a]))
+    for k in range(1, len(down)):
+        for a in down[k]:
+            if G[a] >= 0:
+                add(a, *descendant_term(k, G[a]))
+
+    own_siblings = any_siblings(g, b)
+    for y, full in own_siblings:  # rows 3, 4
+        add_simple(y, 3 if full else 4)
+
+    for k in range(1, len(up)):  # rows 9 (k = 1) and 11 (k >= 2)
+        for ancestor in up[k]:
+            for t, _ in any_siblings(g, ancestor):
+                for a in (t, *S[t]):
+                    if G[a] >= 0:
+                        if k == 1:
+                            add_simple(a, 9)
+                        else:
+                            add(a, 11, great_aunt_term(k, G[a]), None)
+
+    # Rows 10 and 12: B is A's (great-)aunt/uncle, i.e. A descends from some q with B in
+    # AnySib(q), or with B married to someone in AnySib(q).
+    siblings_and_in_law = [y for y, _ in own_siblings]
+    for s in S[b]:
+        siblings_and_in_law += [y for y, _ in any_siblings(g, s)]
+    for q in dict.fromkeys(siblings_and_in_law):
+        below = _levels([q], C)
+        for k in range(1, len(below)):
+            for a in below[k]:
+                if G[a] >= 0:
+                    if k == 1:
+                        add_simple(a, 10)
+                    else:
+                        add(a, 12, grandniece_term(k, G[a]), None)
+
+    for a, (i, j) in _nearest_common_ancestor_distances(g, up).items():  # row 13
+        if i >= 2 and j >= 2:
+            add(a, 13, cousin_term(i, j), None)
+
+    for s in S[b]:
+        add_simple(s, 14)
+        for a in P[s]:  # row 15
+            add_simple(a, 15)
+        for a, _ in any_siblings(g, s):  # row 17, first clause
+            add_simple(a, 17)
+        for a in C[s]:  # row 19: B is A's step-parent
+            if b not in P[a]:
+                add_simple(a, 19)
+    for c in C[b]:
+        for a in S[c]:  # row 16
+            add_simple(a, 16)
+    for t, _ in own_siblings:
+        for a in S[t]:  # row 17, second clause
+            add_simple(a, 17)
+    own_parents = P[b]
+    for p in own_parents:
+        for q in S[p]:
+            if q not in own_parents:  # row 18
+                add_simple(q, 18)
+            for a in C[q]:  # row 20
+                if a != b and not any(x in own_parents for x in P[a]):
+                    add_simple(a, 20)
+    return {a: sorted(terms) for a, terms in found.items()}
+
+
+def _nearest_common_ancestor_distances(
+    g: KinGraph, up: list[list[int]]
+) -> dict[int, tuple[int, int]]:
+    """For every A below some ancestor-or-self c of B: the (i, j) = (A below c, B below c)
+    minimising i + j, then |i - j|, then i (spec row 13)."""
+    best: dict[int, tuple[int, int, int, int]] = {}
+    for j, level in enumerate(up):
+        for c in level:
+            for i, below in enumerate(_levels([c], g.children)):
+                for a in below:
+                    key = (i + j, abs(i - j), i, j)
+                    old = best.get(a)
+                    if old is None or key < old:
+                        best[a] = key
+    return {a: (key[2], key[3]) for a, key in best.items()}
+
+
+def relation(g: KinGraph, a: int, b: int) -> list[Term]:
+    """Terms T with "A is B's T", sorted by row; empty when no relation term holds."""
+    return relatives(g, b).get(a, [])
+
+
+def specific_terms(terms: Iterable[Term]) -> list[str]:
+    """specific(A, B): the specific terms plus synonyms, canonical (first by row) first."""
+    out: list[str] = []
+    for _, specific, _ in terms:
+        for t in (specific, *synonyms(specific)):
+            if t not in out:
+                out.append(t)
+    return out
+
+
+def general_terms(terms: Iterable[Term]) -> list[str]:
+    """general(A, B): the general words that hold."""
+    return list(dict.fromkeys(general for _, _, general in terms if general))
+
+
+def holds(terms: Iterable[Term], term: str) -> bool:
+    """Whether `term` is in specific(A, B) or general(A, B)."""
+    return any(
+        term in (specific, general) or term in synonyms(specific)
+        for _, specific, general in terms
+    )
