@@ -348,10 +348,15 @@ def stated_graph(g: KinGraph, facts: list[Fact]) -> KinGraph:
     spouse edges from the facts, and each group joined by sibling facts given the union of its
     stated parents padded to exactly two with anonymous placeholders. People of `g` keep their
     ids (unmentioned ones stay isolated); placeholders get new ids with gender UNKNOWN."""
-    s = KinGraph()
-    for x in range(len(g)):
-        s.add_person(g.names[x], g.genders[x])
-    group = list(range(len(g)))  # union-find over sibling facts
+    n = len(g)
+    s = KinGraph(
+        names=list(g.names),
+        genders=list(g.genders),
+        parents=[[] for _ in range(n)],
+        children=[[] for _ in range(n)],
+        spouses=[[] for _ in range(n)],
+    )
+    group = list(range(n))  # union-find over sibling facts
 
     def find(x: int) -> int:
         while group[x] != x:

@@ -181,6 +181,5 @@ def general_terms(terms: Iterable[Term]) -> list[str]:
 def holds(terms: Iterable[Term], term: str) -> bool:
     """Whether `term` is in specific(A, B) or general(A, B)."""
     return any(
-        term in (specific, general) or term in synonyms(specific)
-        for _, specific, general in terms
+        term in (specific, general) or term in synonyms(specific) for _, specific, general in terms
     )

@@ -73,26 +73,60 @@ def describe(
     """Render facts with phrasings drawn from the first `phrasings` templates per kind.
 
     Returns the description and the facts as stated (symmetric facts may be re-oriented).
-    Anyone whose gender no chosen phrasing conveys gets it from the two-sided phrasing of the
-    first fact naming them.
+    Anyone whose gender no chosen phrasing conveys gets a phrasing that does: another allowed
+    template of one of their facts where that loses no one else's gender, else the two-sided
+    phrasing ("Ann is Bob's mother, and Bob is her son.").
     """
-    oriented: list[Fact] = []
-    chosen: list[tuple[str, str]] = []
-    conveyed: set[int] = set()
-    for kind, a, b in facts:
-        if kind != "parent" and rng.random() < 0.5:
-            a, b = b, a
-        template, conveys = TEMPLATES[kind][rng.randrange(phrasings)]
-        oriented.append((kind, a, b))
-        chosen.append((template, conveys))
-        if conveys:
-            conveyed.add(a if conveys == "a" else b)
-    for position, (kind, a, b) in enumerate(oriented):
-        if a not in conveyed or b not in conveyed:
-            chosen[position] = (BOTH[kind], "ab")
-            conveyed.update((a, b))
-    sentences = [render_fact(g, f, t) for f, (t, _) in zip(oriented, chosen, strict=True)]
+    oriented = [
+        (kind, b, a) if kind != "parent" and rng.random() < 0.5 else (kind, a, b)
+        for kind, a, b in facts
+    ]
+    chosen = [rng.randrange(phrasings) for _ in oriented]  # template index, -1 = BOTH
+    count: dict[int, int] = {}
+
+    def conveyed_by(position: int) -> tuple[int, ...]:
+        kind, a, b = oriented[position]
+        if chosen[position] < 0:
+            return (a, b)
+        role = TEMPLATES[kind][chosen[position]][1]
+        return (a,) if role == "a" else (b,) if role == "b" else ()
+
+    for position in range(len(oriented)):
+        for x in conveyed_by(position):
+            count[x] = count.get(x, 0) + 1
+    for _, a0, b0 in list(oriented):
+        for x in (a0, b0):
+            if not count.get(x):
+                _convey(oriented, chosen, count, conveyed_by, x, phrasings, rng)
+    sentences = [
+        render_fact(g, fact, BOTH[fact[0]] if index < 0 else TEMPLATES[fact[0]][index][0])
+        for fact, index in zip(oriented, chosen, strict=True)
+    ]
     return " ".join(sentences), oriented
+
+
+def _convey(oriented, chosen, count, conveyed_by, x, phrasings, rng) -> None:
+    """Re-phrase one fact naming x so that it conveys x's gender."""
+    first = None
+    for position, (kind, a, b) in enumerate(oriented):
+        if x not in (a, b):
+            continue
+        first = position if first is None else first
+        flipped = (kind, b, a) if kind != "parent" and x != a else oriented[position]
+        role = "a" if flipped[1] == x else "b"
+        options = [i for i in range(phrasings) if TEMPLATES[kind][i][1] == role]
+        losing = conveyed_by(position)
+        if options and all(count[y] > 1 for y in losing):
+            for y in losing:
+                count[y] -= 1
+            oriented[position], chosen[position] = flipped, rng.choice(options)
+            count[x] = count.get(x, 0) + 1
+            return
+    for y in conveyed_by(first):
+        count[y] -= 1
+    chosen[first] = -1
+    for y in conveyed_by(first):
+        count[y] = count.get(y, 0) + 1
 
 
 def question_text(g: KinGraph, qtype: str, a: int | None, b: int, term: str | None) -> str:

@@ -1,0 +1,221 @@
+"""Writing task datasets: JSONL or Parquet per split, `config.json`, and a dataset card.
+
+Records are made in fixed-size chunks of item indices, in one process or many; the chunks are
+written in index order, so the files are byte-identical whatever the number of processes.
+Memory stays flat however many records are written (one chunk per worker in flight). Output
+goes to a temporary folder beside the target that is renamed into place only when complete,
+so an interrupted or failed run leaves nothing half-written.
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+import shutil
+import tempfile
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tqdm import tqdm
+
+FORMATS = ("jsonl", "parquet")
+CHUNK_SIZE = 500
+
+
+@dataclass
+class LevelStats:
+    """Running statistics of the records of one difficulty level."""
+
+    records: int = 0
+    people: int = 0
+    mentioned: int = 0
+    facts: int = 0
+    hops: Counter = field(default_factory=Counter)
+    question_types: Counter = field(default_factory=Counter)
+    relation_families: Counter = field(default_factory=Counter)
+
+    def merge(self, other: LevelStats) -> None:
+        self.records += other.records
+        self.people += other.people
+        self.mentioned += other.mentioned
+        self.facts += other.facts
+        self.hops.update(other.hops)
+        self.question_types.update(other.question_types)
+        self.relation_families.update(other.relation_families)
+
+    def to_dict(self) -> dict[str, Any]:
+        n = max(self.records, 1)
+        return {
+            "records": self.records,
+            "mean_people": round(self.people / n, 2),
+            "mean_mentioned": round(self.mentioned / n, 2),
+            "mean_facts": round(self.facts / n, 2),
+            "mean_hops": round(sum(h * c for h, c in self.hops.items()) / n, 2),
+            "hops": dict(sorted(self.hops.items())),
+            "question_types": dict(sorted(self.question_types.items())),
+            "relation_families": dict(sorted(self.relation_families.items())),
+        }
+
+
+@dataclass
+class Chunk:
+    """A finished chunk: serialised rows plus what the card and the leak check need."""
+
+    split: str
+    lines: list[str]
+    records: list[dict[str, Any]] | None
+    fingerprints: list[int]
+    stats: dict[int, LevelStats]
+
+
+@dataclass(frozen=True)
+class ChunkJob:
+    split: str
+    start: int
+    stop: int
+    make: Callable[[int], dict[str, Any]]
+    describe: Callable[[dict[str, Any]], tuple[int, int, int, int, str, str]]
+    fingerprint: Callable[[dict[str, Any]], int]
+    keep_records: bool
+
+
+def run_chunk(job: ChunkJob) -> Chunk:
+    """Make records job.start..job.stop-1 (runs in a worker process)."""
+    lines, records, fingerprints = [], [], []
+    stats: dict[int, LevelStats] = {}
+    for index in range(job.start, job.stop):
+        record = job.make(index)
+        lines.append(json.dumps(record, ensure_ascii=False, separators=(",", ":")))
+        if job.keep_records:
+            records.append(record)
+        fingerprints.append(job.fingerprint(record))
+        level, people, mentioned, facts, qtype, family = job.describe(record)
+        s = stats.setdefault(level, LevelStats())
+        s.records += 1
+        s.people += people
+        s.mentioned += mentioned
+        s.facts += facts
+        s.hops[record["hops"]] += 1
+        s.question_types[qtype] += 1
+        s.relation_families[family] += 1
+    return Chunk(job.split, lines, records if job.keep_records else None, fingerprints, stats)
+
+
+def chunk_jobs(
+    splits: list[tuple[str, int, int, Callable[[int], dict[str, Any]]]],
+    describe: Callable[[dict[str, Any]], tuple[int, int, int, int, str, str]],
+    fingerprint: Callable[[dict[str, Any]], int],
+    keep_records: bool,
+    chunk_size: int = CHUNK_SIZE,
+) -> Iterator[ChunkJob]:
+    """Fixed chunks of (split, first index, size, maker); independent of the process count."""
+    for split, start, size, make in splits:
+        for first in range(start, start + size, chunk_size):
+            yield ChunkJob(
+                split,
+                first,
+                min(first + chunk_size, start + size),
+                make,
+                describe,
+                fingerprint,
+                keep_records,
+            )
+
+
+def check_output_folder(out: str | Path, overwrite: bool) -> Path:
+    """Raise ValueError (naming --out) unless `out` can be created or replaced."""
+    out = Path(out).resolve()
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out must be a folder (got the file {out})")
+    if out.exists() and any(out.iterdir()) and not overwrite:
+        raise ValueError(f"--out folder {out} is not empty (pass --overwrite to replace it)")
+    parent = out.parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+        raise ValueError(f"--out {out} is not writable (no write permission on {parent})")
+    return out
+
+
+def prepare_output(out: str | Path, overwrite: bool) -> Path:
+    """Check the target can be written and return a fresh temporary folder beside it."""
+    out = check_output_folder(out, overwrite)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise ValueError(f"--out {out} cannot be created: {error.strerror}") from None
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    umask = os.umask(0)
+    os.umask(umask)
+    tmp.chmod(0o777 & ~umask)  # mkdtemp makes it private; the output should not be
+    return tmp
+
+
+def commit_output(tmp: Path, out: Path) -> None:
+    """Move the finished temporary folder into place, replacing any old output."""
+    out = out.resolve()
+    old = None
+    if out.exists():
+        old = out.with_name(f".{out.name}.old-{os.getpid()}")
+        out.rename(old)
+    tmp.rename(out)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+class SplitWriters:
+    """One open file per split, in the chosen format."""
+
+    def __init__(self, folder: Path, fmt: str, schema: Any = None) -> None:
+        if fmt not in FORMATS:
+            raise ValueError(f"--format must be one of {', '.join(FORMATS)} (got {fmt!r})")
+        self.folder, self.fmt, self.schema = folder, fmt, schema
+        self._files: dict[str, Any] = {}
+        self.counts: Counter = Counter()
+
+    def write(self, chunk: Chunk) -> None:
+        self.counts[chunk.split] += len(chunk.lines)
+        if self.fmt == "jsonl":
+            handle = self._files.get(chunk.split)
+            if handle is None:
+                path = self.folder / f"{chunk.split}.jsonl"
+                handle = self._files[chunk.split] = path.open("w", encoding="utf-8")
+            handle.write("\n".join(chunk.lines) + "\n")
+            return
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        table = pa.Table.from_pylist(chunk.records, schema=self.schema)
+        writer = self._files.get(chunk.split)
+        if writer is None:
+            path = self.folder / f"{chunk.split}.parquet"
+            writer = self._files[chunk.split] = pq.ParquetWriter(path, table.schema)
+        writer.write_table(table)
+
+    def close(self) -> None:
+        for handle in self._files.values():
+            handle.close()
+        self._files.clear()
+
+
+def run_jobs(jobs: list[ChunkJob], num_proc: int, total: int, progress: bool) -> Iterator[Chunk]:
+    """Run chunk jobs in order, in this process or a pool, with a progress bar (rate, ETA)."""
+    bar = tqdm(total=total, unit="ex", disable=not progress, smoothing=0.1, dynamic_ncols=True)
+    try:
+        if num_proc <= 1:
+            results: Iterator[Chunk] = map(run_chunk, jobs)
+            for chunk in results:
+                bar.update(len(chunk.lines))
+                yield chunk
+            return
+        context = multiprocessing.get_context("spawn")
+        with context.Pool(num_proc) as pool:
+            for chunk in pool.imap(run_chunk, jobs):
+                bar.update(len(chunk.lines))
+                yield chunk
+    finally:
+        bar.close()

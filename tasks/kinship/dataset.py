@@ -1,0 +1,210 @@
+"""`kinrl generate`: a kinship dataset folder with its splits, config and dataset card."""
+
+from __future__ import annotations
+
+import functools
+import json
+from pathlib import Path
+from typing import Any
+
+from tasks.io import (
+    FORMATS,
+    LevelStats,
+    SplitWriters,
+    chunk_jobs,
+    commit_output,
+    prepare_output,
+    run_jobs,
+)
+from tasks.kinship.config import KinshipConfig
+from tasks.kinship.generator import make_example
+from tasks.kinship.splits import Holdouts, LeakCheck, family_fingerprint, plan_splits
+from tasks.kinship.terms import family_of
+
+DATASET_KIND = "kinship/examples"
+
+
+def parquet_schema():
+    """Explicit column types, so every chunk (and `datasets`) sees the same schema."""
+    import pyarrow as pa
+
+    string = pa.string()
+    return pa.schema(
+        [
+            ("id", string),
+            ("split", string),
+            ("difficulty", pa.int32()),
+            ("seed", pa.int64()),
+            ("people", pa.list_(pa.struct([("name", string), ("gender", string)]))),
+            ("parents", pa.list_(pa.list_(string))),
+            ("spouses", pa.list_(pa.list_(string))),
+            ("facts", pa.list_(pa.struct([("kind", string), ("a", string), ("b", string)]))),
+            ("description", string),
+            ("question", string),
+            ("question_type", string),
+            ("query", pa.struct([("subject", string), ("object", string), ("term", string)])),
+            ("answer", string),
+            ("answers", pa.list_(string)),
+            ("hops", pa.int32()),
+            ("prompt", string),
+            ("completion", string),
+        ]
+    )
+
+
+def record_summary(record: dict[str, Any]) -> tuple[int, int, int, int, str, str]:
+    """(level, people, mentioned, facts, question type, relation family) for the card."""
+    mentioned = {name for fact in record["facts"] for name in (fact["a"], fact["b"])}
+    term = record["answer"] if record["question_type"] == "relation" else record["query"]["term"]
+    return (
+        record["difficulty"],
+        len(record["people"]),
+        len(mentioned),
+        len(record["facts"]),
+        record["question_type"],
+        family_of(term),
+    )
+
+
+def _make(config: KinshipConfig, seed: int, split: str, index: int) -> dict[str, Any]:
+    return make_example(config, seed, index, split)
+
+
+def generate_dataset(
+    out: str | Path,
+    config: KinshipConfig,
+    n: int,
+    *,
+    seed: int = 0,
+    fmt: str = "jsonl",
+    num_proc: int = 1,
+    validation_fraction: float = 0.1,
+    test_fraction: float = 0.1,
+    holdouts: Holdouts | None = None,
+    overwrite: bool = False,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Write a dataset folder: `<split>.jsonl|parquet`, `config.json` and `README.md`.
+
+    Returns the summary written to config.json (counts, statistics, leak check).
+    """
+    if fmt not in FORMATS:
+        raise ValueError(f"--format must be one of {', '.join(FORMATS)} (got {fmt!r})")
+    if num_proc < 1:
+        raise ValueError(f"--num-proc must be a positive integer (got {num_proc})")
+    holdouts = holdouts or Holdouts()
+    plans = plan_splits(
+        config,
+        n,
+        validation_fraction=validation_fraction,
+        test_fraction=test_fraction,
+        holdouts=holdouts,
+    )
+    out = Path(out)
+    tmp = prepare_output(out, overwrite)
+    try:
+        splits = [
+            (p.name, p.start, p.size, functools.partial(_make, p.config, seed, p.name))
+            for p in plans
+        ]
+        jobs = list(
+            chunk_jobs(splits, record_summary, family_fingerprint, keep_records=fmt == "parquet")
+        )
+        writers = SplitWriters(tmp, fmt, parquet_schema() if fmt == "parquet" else None)
+        stats: dict[int, LevelStats] = {}
+        leaks = LeakCheck()
+        total = sum(p.size for p in plans)
+        try:
+            for chunk in run_jobs(jobs, num_proc, total, progress):
+                writers.write(chunk)
+                leaks.add(chunk.split, chunk.fingerprints)
+                for level, s in chunk.stats.items():
+                    stats.setdefault(level, LevelStats()).merge(s)
+        finally:
+            writers.close()
+        if leaks.leaks:
+            fingerprint, first, second = leaks.leaks[0]
+            raise RuntimeError(
+                f"leak check failed: {len(leaks.leaks)} families occur in two splits "
+                f"(e.g. {fingerprint:016x} in {first} and {second})"
+            )
+        summary = {
+            "kind": DATASET_KIND,
+            "seed": seed,
+            "n": n,
+            "format": fmt,
+            "config": config.to_dict(),
+            "holdouts": {
+                "hops": holdouts.hops,
+                "relations": list(holdouts.relations),
+                "names": holdouts.names,
+            },
+            "splits": {
+                p.name: {"size": p.size, "first_index": p.start, "config": p.config.to_dict()}
+                for p in plans
+            },
+            "counts": dict(writers.counts),
+            "statistics": {str(level): s.to_dict() for level, s in sorted(stats.items())},
+            "leak_check": {"families": leaks.families, "in_two_splits": 0},
+        }
+        (tmp / "config.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+        (tmp / "README.md").write_text(dataset_card(summary), encoding="utf-8")
+        commit_output(tmp, out)
+    except BaseException:
+        import shutil
+
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return summary
+
+
+def dataset_card(summary: dict[str, Any]) -> str:
+    """A human-readable card: what was generated, with which knobs, and what it contains."""
+    fmt = summary["format"]
+    lines = [
+        "# Kinship dataset (kinrl)",
+        "",
+        "Procedurally generated family trees described in text, with questions whose answers are "
+        "computed from the graph. Every record satisfies the kinship spec "
+        "(`shared/spec/kinship.md`); score completions with `tasks.kinship.score`.",
+        "",
+        "```python",
+        "import datasets",
+        f'ds = datasets.load_dataset("{"json" if fmt == "jsonl" else "parquet"}", data_files={{',
+    ]
+    lines += [f'    "{name}": "{name}.{fmt}",' for name in summary["counts"]]
+    lines += ["})", "```", "", "## Splits", "", "| split | records | hops | name pool | families |"]
+    lines.append("|---|---|---|---|---|")
+    for name, split in summary["splits"].items():
+        cfg = split["config"]
+        families = ", ".join(cfg["relation_families"]) or "all"
+        lines.append(
+            f"| {name} | {summary['counts'].get(name, 0)} | {cfg['min_hops']}..{cfg['max_hops']} "
+            f"| {cfg['name_pool']} | {families} |"
+        )
+    leak = summary["leak_check"]
+    lines += [
+        "",
+        f"Leak check: {leak['families']} distinct families, {leak['in_two_splits']} in more than "
+        "one split.",
+        "",
+        "## Statistics per level",
+        "",
+        "| level | records | mean people | mean mentioned | mean facts | mean hops | "
+        "relation | entity | count | yesno | families |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for level, s in summary["statistics"].items():
+        q = s["question_types"]
+        lines.append(
+            f"| {level} | {s['records']} | {s['mean_people']} | {s['mean_mentioned']} | "
+            f"{s['mean_facts']} | {s['mean_hops']} | {q.get('relation', 0)} | "
+            f"{q.get('entity', 0)} | {q.get('count', 0)} | {q.get('yesno', 0)} | "
+            f"{len(s['relation_families'])} |"
+        )
+    for level, s in summary["statistics"].items():
+        lines += ["", f"Level {level} questions by relation family (query term or answer):", ""]
+        lines += [f"- {family}: {count}" for family, count in s["relation_families"].items()]
+    lines += ["", "## Config", "", "```json", json.dumps(summary["config"], indent=2), "```", ""]
+    lines += [f"Seed {summary['seed']}; holdouts: `{json.dumps(summary['holdouts'])}`.", ""]
+    return "\n".join(lines)
