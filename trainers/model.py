@@ -1,0 +1,370 @@
+"""GPT-2 in Flax NNX, written to match Hugging Face's `GPT2LMHeadModel` exactly.
+
+Architecture (Radford et al. 2019, as implemented by HF / nanoGPT):
+    tokens + learned positions
+    -> n_layer x [x + attn(ln_1(x)); x + mlp(ln_2(x))]   (pre-LayerNorm blocks)
+    -> ln_f -> logits = h @ wte.T                          (LM head tied to the embedding)
+No dropout anywhere: RLHF needs deterministic log-probs for the same parameters.
+
+Parameter layout: every `nnx.Linear` kernel is (in, out), which is also how GPT-2's `Conv1D`
+stores its weight, so HF checkpoints load without any transposition (see `trainers/hf.py`).
+
+Hot loops should not call the module eagerly or through `nnx.jit` (per-call Python overhead
+matters at this size); split once with `graphdef, state = nnx.split(model)` and use
+`pure_jit` / `forward`, which `nnx.merge` inside `jax.jit`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+_ALLOWED_DTYPES = ("float32", "bfloat16", "float16")
+
+
+@dataclasses.dataclass(frozen=True)
+class GPTConfig:
+    """Hyper-parameters of a GPT-2 model. Frozen (hashable) so it can be a static jit argument.
+
+    `dtype` is the compute dtype (activations, matmuls); `param_dtype` is the storage dtype of
+    the weights. `remat` recomputes each block's activations in the backward pass (saves memory,
+    costs ~30% more compute). `value_head` adds a scalar head on the final hidden states.
+    """
+
+    vocab_size: int
+    n_positions: int
+    n_embd: int
+    n_layer: int
+    n_head: int
+    layer_norm_epsilon: float = 1e-5
+    dtype: str = "float32"
+    param_dtype: str = "float32"
+    remat: bool = False
+    value_head: bool = False
+
+    def __post_init__(self) -> None:
+        for name in ("vocab_size", "n_positions", "n_embd", "n_layer", "n_head"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+                raise ValueError(f"GPTConfig.{name} must be a positive int, got {value!r}")
+        if self.n_embd % self.n_head != 0:
+            raise ValueError(
+                f"GPTConfig.n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head})"
+            )
+        if not self.layer_norm_epsilon > 0:
+            raise ValueError(
+                f"GPTConfig.layer_norm_epsilon must be > 0, got {self.layer_norm_epsilon!r}"
+            )
+        for name in ("dtype", "param_dtype"):
+            # Accept jnp.float32 / np.dtype / "float32", store the canonical name (hashable, JSON).
+            value = getattr(self, name)
+            try:
+                canonical = jnp.dtype(value).name
+            except TypeError:
+                canonical = None
+            if canonical not in _ALLOWED_DTYPES:
+                raise ValueError(
+                    f"GPTConfig.{name} must be one of {_ALLOWED_DTYPES}, got {value!r}"
+                )
+            object.__setattr__(self, name, canonical)
+        for name in ("remat", "value_head"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"GPTConfig.{name} must be a bool, got {getattr(self, name)!r}")
+
+    @property
+    def head_dim(self) -> int:
+        return self.n_embd // self.n_head
+
+    @property
+    def compute_dtype(self) -> jnp.dtype:
+        return jnp.dtype(self.dtype)
+
+    @property
+    def weight_dtype(self) -> jnp.dtype:
+        return jnp.dtype(self.param_dtype)
+
+
+# vocab_size here is a placeholder: callers replace it with their tokenizer's size via
+# dataclasses.replace(PRESETS["nano"], vocab_size=len(tokenizer)).
+PRESETS: dict[str, GPTConfig] = {
+    "nano": GPTConfig(vocab_size=1024, n_positions=256, n_embd=128, n_layer=4, n_head=4),
+    "small": GPTConfig(vocab_size=1024, n_positions=512, n_embd=384, n_layer=6, n_head=6),
+    "gpt2": GPTConfig(vocab_size=50257, n_positions=1024, n_embd=768, n_layer=12, n_head=12),
+}
+
+
+class KVCache(NamedTuple):
+    """Per-layer key/value buffers for incremental decoding, each (B, S, n_head, head_dim).
+
+    S is fixed at allocation (prompt_len + max_new_tokens) so decoding never changes shapes.
+    All rows share one write index: prompts are left-padded, so slot t is step t for every row.
+    """
+
+    keys: tuple[jax.Array, ...]
+    values: tuple[jax.Array, ...]
+
+
+def positions_from_mask(attention_mask: jax.Array) -> jax.Array:
+    """(B, T) 0/1 mask -> (B, T) int32 positions, so a left-padded row starts at position 0.
+
+    Pad slots get position 0 (clipped); their outputs are never used.
+    """
+    mask = attention_mask.astype(jnp.int32)
+    return jnp.clip(jnp.cumsum(mask, axis=-1) - 1, 0, None)
+
+
+def _normal(std: float) -> nnx.Initializer:
+    return nnx.initializers.normal(stddev=std)
+
+
+class CausalSelfAttention(nnx.Module):
+    def __init__(self, cfg: GPTConfig, *, rngs: nnx.Rngs) -> None:
+        kw = dict(dtype=cfg.compute_dtype, param_dtype=cfg.weight_dtype, rngs=rngs)
+        # q, k, v for all heads in one matmul; HF's c_attn output is ordered [q | k | v].
+        self.c_attn = nnx.Linear(cfg.n_embd, 3 * cfg.n_embd, kernel_init=_normal(0.02), **kw)
+        # GPT-2 scales residual projections by 1/sqrt(2 * n_layer) so the residual stream's
+        # variance does not grow with depth.
+        proj_std = 0.02 / math.sqrt(2 * cfg.n_layer)
+        self.c_proj = nnx.Linear(cfg.n_embd, cfg.n_embd, kernel_init=_normal(proj_std), **kw)
+        self.n_head = cfg.n_head
+        self.head_dim = cfg.head_dim
+
+    def __call__(
+        self,
+        x: jax.Array,
+        mask: jax.Array,
+        kv: tuple[jax.Array, jax.Array] | None = None,
+        cache_index: jax.Array | int = 0,
+    ) -> tuple[jax.Array, tuple[jax.Array, jax.Array] | None]:
+        """x (B, T, C); mask (B, 1, T, S) bool, True = may attend. With `kv` (each (B, S, H, D))
+        the new keys/values are written at slots [cache_index, cache_index + T) and the queries
+        attend over the whole cache; otherwise S == T and they attend over themselves."""
+        B, T, C = x.shape
+        qkv = self.c_attn(x)  # (B, T, 3C)
+        q, k, v = jnp.split(qkv, 3, axis=-1)  # each (B, T, C)
+        q = q.reshape(B, T, self.n_head, self.head_dim)  # (B, T, H, D)
+        k = k.reshape(B, T, self.n_head, self.head_dim)
+        v = v.reshape(B, T, self.n_head, self.head_dim)
+        if kv is not None:
+            start = (0, cache_index, 0, 0)
+            k = jax.lax.dynamic_update_slice(kv[0], k.astype(kv[0].dtype), start)  # (B, S, H, D)
+            v = jax.lax.dynamic_update_slice(kv[1], v.astype(kv[1].dtype), start)
+            kv = (k, v)
+        att = jnp.einsum("bqhd,bkhd->bhqk", q, k) / math.sqrt(self.head_dim)  # (B, H, T, S)
+        # Softmax in float32 even under bf16 compute. A finite "minus infinity" keeps rows with
+        # no visible key (pad queries of a left-padded prompt) finite instead of NaN.
+        att = att.astype(jnp.float32)
+        att = jnp.where(mask, att, jnp.finfo(jnp.float32).min)
+        att = jax.nn.softmax(att, axis=-1).astype(v.dtype)
+        y = jnp.einsum("bhqk,bkhd->bqhd", att, v).reshape(B, T, C)  # (B, T, C)
+        return self.c_proj(y), kv
+
+
+class MLP(nnx.Module):
+    def __init__(self, cfg: GPTConfig, *, rngs: nnx.Rngs) -> None:
+        kw = dict(dtype=cfg.compute_dtype, param_dtype=cfg.weight_dtype, rngs=rngs)
+        proj_std = 0.02 / math.sqrt(2 * cfg.n_layer)
+        self.c_fc = nnx.Linear(cfg.n_embd, 4 * cfg.n_embd, kernel_init=_normal(0.02), **kw)
+        self.c_proj = nnx.Linear(4 * cfg.n_embd, cfg.n_embd, kernel_init=_normal(proj_std), **kw)
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        # GPT-2's "gelu_new" is the tanh approximation of GELU.
+        return self.c_proj(jax.nn.gelu(self.c_fc(x), approximate=True))  # (B, T, C)
+
+
+class Block(nnx.Module):
+    def __init__(self, cfg: GPTConfig, *, rngs: nnx.Rngs) -> None:
+        # use_fast_variance=False computes var as mean((x - mean)^2), like torch, for parity.
+        ln_kw = dict(
+            epsilon=cfg.layer_norm_epsilon,
+            dtype=cfg.compute_dtype,
+            param_dtype=cfg.weight_dtype,
+            use_fast_variance=False,
+            rngs=rngs,
+        )
+        self.ln_1 = nnx.LayerNorm(cfg.n_embd, **ln_kw)
+        self.attn = CausalSelfAttention(cfg, rngs=rngs)
+        self.ln_2 = nnx.LayerNorm(cfg.n_embd, **ln_kw)
+        self.mlp = MLP(cfg, rngs=rngs)
+
+    def __call__(
+        self,
+        x: jax.Array,
+        mask: jax.Array,
+        kv: tuple[jax.Array, jax.Array] | None = None,
+        cache_index: jax.Array | int = 0,
+    ) -> tuple[jax.Array, tuple[jax.Array, jax.Array] | None]:
+        a, kv = self.attn(self.ln_1(x), mask, kv, cache_index)
+        x = x + a  # (B, T, C)
+        x = x + self.mlp(self.ln_2(x))
+        return x, kv
+
+
+def _block_no_cache(block: Block, x: jax.Array, mask: jax.Array) -> jax.Array:
+    return block(x, mask)[0]
+
+
+class GPT(nnx.Module):
+    """GPT-2 language model (optionally with a scalar value head).
+
+    Call `model(input_ids, attention_mask)` for logits; `hidden_states` + `lm_head` / `value`
+    to share one trunk pass between the policy and value outputs; `init_cache` + `decode` for
+    incremental decoding.
+    """
+
+    def __init__(self, cfg: GPTConfig, *, rngs: nnx.Rngs) -> None:
+        self.cfg = cfg
+        emb_kw = dict(dtype=cfg.compute_dtype, param_dtype=cfg.weight_dtype, rngs=rngs)
+        self.wte = nnx.Embed(cfg.vocab_size, cfg.n_embd, embedding_init=_normal(0.02), **emb_kw)
+        self.wpe = nnx.Embed(cfg.n_positions, cfg.n_embd, embedding_init=_normal(0.01), **emb_kw)
+        self.h = nnx.List([Block(cfg, rngs=rngs) for _ in range(cfg.n_layer)])
+        self.ln_f = nnx.LayerNorm(
+            cfg.n_embd,
+            epsilon=cfg.layer_norm_epsilon,
+            dtype=cfg.compute_dtype,
+            param_dtype=cfg.weight_dtype,
+            use_fast_variance=False,
+            rngs=rngs,
+        )
+        self.value_head = (
+            nnx.Linear(cfg.n_embd, 1, kernel_init=_normal(0.02), **emb_kw)
+            if cfg.value_head
+            else None
+        )
+
+    def __call__(
+        self,
+        input_ids: jax.Array,
+        attention_mask: jax.Array | None = None,
+        positions: jax.Array | None = None,
+    ) -> jax.Array:
+        """input_ids (B, T) int32, attention_mask (B, T) 0/1 -> logits (B, T, V) float32.
+
+        Without `positions`, they come from the mask (cumsum - 1), so left padding does not
+        change the logits of real tokens. Logits at pad positions are meaningless.
+        """
+        return self.lm_head(self.hidden_states(input_ids, attention_mask, positions))
+
+    def hidden_states(
+        self,
+        input_ids: jax.Array,
+        attention_mask: jax.Array | None = None,
+        positions: jax.Array | None = None,
+    ) -> jax.Array:
+        """(B, T) ids -> final hidden states after ln_f, (B, T, C) in the compute dtype."""
+        B, T = input_ids.shape
+        if attention_mask is None:
+            attention_mask = jnp.ones((B, T), dtype=bool)
+        if positions is None:
+            positions = positions_from_mask(attention_mask)
+        causal = jnp.tril(jnp.ones((T, T), dtype=bool))  # (T, T)
+        mask = causal[None, None] & attention_mask.astype(bool)[:, None, None, :]  # (B,1,T,T)
+        x = self._embed(input_ids, positions)  # (B, T, C)
+        block_fn = nnx.remat(_block_no_cache) if self.cfg.remat else _block_no_cache
+        for block in self.h:
+            x = block_fn(block, x, mask)
+        return self.ln_f(x)
+
+    def lm_head(self, hidden: jax.Array) -> jax.Array:
+        """(..., C) hidden states -> (..., V) float32 logits via the tied embedding."""
+        return self.wte.attend(hidden).astype(jnp.float32)
+
+    def value(self, hidden: jax.Array) -> jax.Array:
+        """(B, T, C) hidden states -> (B, T) float32 scalar values. Needs cfg.value_head."""
+        if self.value_head is None:
+            raise ValueError("this model has no value head (GPTConfig.value_head=False)")
+        return self.value_head(hidden)[..., 0].astype(jnp.float32)
+
+    def init_cache(self, batch_size: int, max_len: int) -> KVCache:
+        """Zeroed KV cache with room for `max_len` tokens per row, each (B, S, H, D)."""
+        if max_len > self.cfg.n_positions:
+            raise ValueError(f"cache length {max_len} exceeds n_positions={self.cfg.n_positions}")
+        shape = (batch_size, max_len, self.cfg.n_head, self.cfg.head_dim)
+        zeros = tuple(jnp.zeros(shape, self.cfg.compute_dtype) for _ in range(self.cfg.n_layer))
+        return KVCache(keys=zeros, values=zeros)
+
+    def decode(
+        self,
+        input_ids: jax.Array,
+        positions: jax.Array,
+        key_mask: jax.Array,
+        cache: KVCache,
+        cache_index: jax.Array | int,
+    ) -> tuple[jax.Array, KVCache]:
+        """Run T new tokens through the model, reading and extending the KV cache.
+
+        input_ids, positions: (B, T); key_mask: (B, S) bool over all cache slots (False for
+        prompt padding); the new tokens occupy slots [cache_index, cache_index + T).
+        Prefill is one call with the whole prompt (cache_index 0), then T == 1 per step.
+        Returns final hidden states (B, T, C) and the updated cache.
+        """
+        T = input_ids.shape[1]
+        S = cache.keys[0].shape[1]
+        q_slot = cache_index + jnp.arange(T)  # (T,)
+        # Causal over cache slots: a query sees written slots up to its own, never the future
+        # (still zero) slots.
+        causal = jnp.arange(S)[None, :] <= q_slot[:, None]  # (T, S)
+        mask = causal[None, None] & key_mask.astype(bool)[:, None, None, :]  # (B, 1, T, S)
+        x = self._embed(input_ids, positions)  # (B, T, C)
+        keys, values = [], []
+        for block, k, v in zip(self.h, cache.keys, cache.values, strict=True):
+            x, (k, v) = block(x, mask, (k, v), cache_index)
+            keys.append(k)
+            values.append(v)
+        return self.ln_f(x), KVCache(tuple(keys), tuple(values))
+
+    def _embed(self, input_ids: jax.Array, positions: jax.Array) -> jax.Array:
+        return self.wte(input_ids) + self.wpe(positions)  # (B, T, C)
+
+
+def init_model(cfg: GPTConfig, seed: int = 0) -> GPT:
+    """A freshly initialised GPT with GPT-2's init (normal(0.02), scaled residual projections)."""
+    return GPT(cfg, rngs=nnx.Rngs(seed))
+
+
+def abstract_model(cfg: GPTConfig) -> GPT:
+    """The model with `jax.ShapeDtypeStruct` leaves: shapes without allocating any weights."""
+    return nnx.eval_shape(lambda: GPT(cfg, rngs=nnx.Rngs(0)))
+
+
+def count_params(model: GPT) -> int:
+    """Number of parameters (works on abstract models). The tied LM head counts once."""
+    leaves = jax.tree.leaves(nnx.state(model, nnx.Param))
+    return sum(math.prod(leaf.shape) for leaf in leaves)
+
+
+def pure_jit(fn: Callable[..., Any], **jit_kwargs: Any) -> Callable[..., Any]:
+    """Turn `fn(model, *args)` into a `jax.jit`-ed `f(graphdef, state, *args)`.
+
+    `graphdef` is static (hashable, compiled once); `state` is an ordinary pytree argument.
+    This avoids `nnx.jit`'s per-call graph traversal, which dominates small-model hot loops.
+    Extra `jit_kwargs` (e.g. `static_argnames`, `donate_argnums`) go to `jax.jit`; positional
+    indices in them count `graphdef` as 0 and `state` as 1.
+    """
+
+    def pure(graphdef: nnx.GraphDef, state: nnx.State, *args: Any, **kwargs: Any) -> Any:
+        return fn(nnx.merge(graphdef, state), *args, **kwargs)
+
+    pure.__name__ = getattr(fn, "__name__", "pure")
+    pure.__doc__ = fn.__doc__
+
+    static = jit_kwargs.pop("static_argnums", ())
+    static = (static,) if isinstance(static, int) else tuple(static)
+    return jax.jit(pure, static_argnums=(0, *static), **jit_kwargs)
+
+
+def _forward(
+    model: GPT, input_ids: jax.Array, attention_mask: jax.Array | None = None
+) -> jax.Array:
+    """forward(graphdef, state, input_ids (B, T), attention_mask (B, T) | None)
+    -> logits (B, T, V) float32. Jitted; positions come from the mask."""
+    return model(input_ids, attention_mask)
+
+
+forward = pure_jit(_forward)
