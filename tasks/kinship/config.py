@@ -11,7 +11,7 @@ import dataclasses
 from dataclasses import dataclass, field
 
 from tasks.kinship.graph import FamilyShape
-from tasks.kinship.names import POOLS
+from tasks.kinship.names import POOLS, name_pool
 from tasks.kinship.terms import FAMILIES
 
 QUESTION_TYPES = ("relation", "entity", "count", "yesno")
@@ -90,6 +90,7 @@ class KinshipConfig:
         unknown = [f for f in self.relation_families if f not in FAMILIES]
         check("relation_families", not unknown, f"relation families from: {', '.join(FAMILIES)}")
         check("name_pool", self.name_pool in POOLS, f"one of {', '.join(POOLS)}")
+        name_pool(self.locale, self.name_pool)  # raises "locale must be ..." for a bad locale
 
     @classmethod
     def for_level(cls, difficulty: int, **overrides: object) -> KinshipConfig:
