@@ -106,8 +106,13 @@ def _try_question(
     config: KinshipConfig, rng: random.Random, g: KinGraph, main_size: int, qtype: str
 ) -> dict[str, Any] | None:
     adjacency = _fact_graph(g, main_size)
-    b = rng.randrange(main_size)
-    dist = _distances(adjacency, b)
+    for _ in range(4):  # a B with someone far enough away, before the costly relatives()
+        b = rng.randrange(main_size)
+        dist = _distances(adjacency, b)
+        if max(dist.values()) >= config.min_hops:
+            break
+    else:
+        return None
     rel = relatives(g, b)
     question = _choose_question(config, rng, qtype, b, rel, dist)
     if question is None:
@@ -115,7 +120,7 @@ def _try_question(
     facts: dict[tuple, Fact] = {}
     for target in question.targets:
         path = _random_shortest_path(rng, adjacency, dist, target)
-        for fact in _path_facts(rng, g, path, config.sibling_fact_prob):
+        for fact in _path_facts(rng, g, path, config.sibling_fact_prob, config.min_hops):
             facts.setdefault(_fact_key(fact), fact)
     _add_noise(config, rng, g, main_size, facts)
     stated = list(facts.values())
@@ -269,19 +274,21 @@ def _random_shortest_path(
 
 
 def _path_facts(
-    rng: random.Random, g: KinGraph, path: list[int], sibling_prob: float
+    rng: random.Random, g: KinGraph, path: list[int], sibling_prob: float, min_hops: int
 ) -> list[Fact]:
     """Facts along a path; a child-parent-child step between full siblings may become one
-    `sibling` fact."""
+    `sibling` fact, as long as the path keeps at least `min_hops` facts."""
     facts: list[Fact] = []
+    spare = len(path) - 1 - min_hops  # steps the path can lose to sibling facts
     i = 0
     while i < len(path) - 1:
         u, v = path[i], path[i + 1]
-        if i + 2 < len(path) and v in g.parents[u] and rng.random() < sibling_prob:
+        if spare > 0 and i + 2 < len(path) and v in g.parents[u] and rng.random() < sibling_prob:
             w = path[i + 2]
             pu, pw = g.parents[u], g.parents[w]
             if v in pw and len(pu) == 2 and len(pw) == 2 and set(pu) == set(pw):
                 facts.append(("sibling", u, w))
+                spare -= 1
                 i += 2
                 continue
         if v in g.parents[u]:
