@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import random
 from collections import deque
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
 from tasks.kinship.config import QUESTION_TYPES, KinshipConfig
 from tasks.kinship.graph import UNKNOWN, FamilyShape, KinGraph, NameDrawer, generate_family
 from tasks.kinship.names import name_pool
-from tasks.kinship.relations import Term, holds, relatives, specific_terms
+from tasks.kinship.relations import Term, any_siblings, holds, relatives, specific_terms
 from tasks.kinship.render import Fact, describe, plain_fact, question_text
 from tasks.kinship.terms import GENDER_NAMES, family_of, gender_swap, generation_shifts, plural
 
@@ -314,22 +315,40 @@ def _true_facts(g: KinGraph, lo: int, hi: int) -> list[Fact]:
     return facts
 
 
+def _facts_around(g: KinGraph, people: list[int]) -> dict[tuple, Fact]:
+    """Every true fact naming at least one of `people`, keyed as in `_fact_key`."""
+    out: dict[tuple, Fact] = {}
+    for x in people:
+        for p in g.parents[x]:
+            out[("parent", p, x)] = ("parent", p, x)
+        for c in g.children[x]:
+            out[("parent", x, c)] = ("parent", x, c)
+        for s in g.spouses[x]:
+            out[("spouse", min(x, s), max(x, s))] = ("spouse", x, s)
+        for y, full in any_siblings(g, x):
+            if full:
+                out[("sibling", min(x, y), max(x, y))] = ("sibling", x, y)
+    return out
+
+
 def _add_noise(
     config: KinshipConfig, rng: random.Random, g: KinGraph, main_size: int, facts: dict
 ) -> None:
     """CLUTRR's noise: supporting facts (true facts among people already mentioned),
     irrelevant facts (true facts hanging off them) and disconnected facts (about the second,
     unrelated family). All are true of the whole graph."""
-    if config.supporting_facts or config.irrelevant_facts:
-        pool = [f for f in _true_facts(g, 0, main_size) if _fact_key(f) not in facts]
-        rng.shuffle(pool)
-        for wanted, touching in ((config.supporting_facts, 2), (config.irrelevant_facts, 1)):
-            for _ in range(wanted):
-                mentioned = {x for _, a, b in facts.values() for x in (a, b)}
-                for position, fact in enumerate(pool):
-                    if (fact[1] in mentioned) + (fact[2] in mentioned) == touching:
-                        facts[_fact_key(fact)] = pool.pop(position)
-                        break
+    for wanted, touching in ((config.supporting_facts, 2), (config.irrelevant_facts, 1)):
+        for _ in range(wanted):
+            mentioned = _mentioned(facts.values())
+            candidates = [
+                fact
+                for key, fact in _facts_around(g, sorted(mentioned)).items()
+                if key not in facts and (fact[1] in mentioned) + (fact[2] in mentioned) == touching
+            ]
+            if not candidates:
+                break
+            fact = rng.choice(candidates)
+            facts[_fact_key(fact)] = fact
     if config.disconnected_facts:
         other = _true_facts(g, main_size, len(g))
         if not other:
@@ -398,7 +417,7 @@ def stated_graph(g: KinGraph, facts: list[Fact]) -> KinGraph:
     return s
 
 
-def _mentioned(facts: list[Fact]) -> set[int]:
+def _mentioned(facts: Iterable[Fact]) -> set[int]:
     return {x for _, a, b in facts for x in (a, b)}
 
 
