@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import random
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -91,7 +91,10 @@ def _fact_graph(g: KinGraph, limit: int) -> list[list[int]]:
     return [g.parents[x] + g.children[x] + g.spouses[x] for x in range(limit)]
 
 
-def _distances(adjacency: list[list[int]], source: int) -> dict[int, int]:
+def _distances(
+    adjacency: Sequence[list[int]] | Mapping[int, list[int]], source: int
+) -> dict[int, int]:
+    """Breadth-first distances from `source` (every node must be a key of `adjacency`)."""
     dist = {source: 0}
     queue = deque([source])
     while queue:
@@ -123,7 +126,7 @@ def _try_question(
         path = _random_shortest_path(rng, adjacency, dist, target)
         for fact in _path_facts(rng, g, path, config.sibling_fact_prob, config.min_hops):
             facts.setdefault(_fact_key(fact), fact)
-    _add_noise(config, rng, g, main_size, facts)
+    _add_noise(config, rng, g, main_size, facts, question.b, question.targets)
     stated = list(facts.values())
     outcome = _solve(config, g, rel, question, stated)
     if outcome is None:
@@ -332,7 +335,13 @@ def _facts_around(g: KinGraph, people: list[int]) -> dict[tuple, Fact]:
 
 
 def _add_noise(
-    config: KinshipConfig, rng: random.Random, g: KinGraph, main_size: int, facts: dict
+    config: KinshipConfig,
+    rng: random.Random,
+    g: KinGraph,
+    main_size: int,
+    facts: dict,
+    b: int,
+    targets: list[int],
 ) -> None:
     """CLUTRR's noise: supporting facts (true facts among people already mentioned),
     irrelevant facts (true facts hanging off them) and disconnected facts (about the second,
@@ -345,10 +354,16 @@ def _add_noise(
                 for key, fact in _facts_around(g, sorted(mentioned)).items()
                 if key not in facts and (fact[1] in mentioned) + (fact[2] in mentioned) == touching
             ]
-            if not candidates:
-                break
-            fact = rng.choice(candidates)
-            facts[_fact_key(fact)] = fact
+            rng.shuffle(candidates)
+            for fact in candidates[:4]:  # a supporting fact must not shortcut the path
+                key = _fact_key(fact)
+                facts[key] = fact
+                if (
+                    touching == 1
+                    or (_stated_hops(facts.values(), b, targets) or 0) >= config.min_hops
+                ):
+                    break
+                del facts[key]
     if config.disconnected_facts:
         other = _true_facts(g, main_size, len(g))
         if not other:
@@ -474,27 +489,15 @@ def _solve(
     return answer, answers, people, hops, involved
 
 
-def _stated_hops(facts: list[Fact], b: int, targets: list[int]) -> int | None:
+def _stated_hops(facts: Iterable[Fact], b: int, targets: list[int]) -> int | None:
     adjacency: dict[int, list[int]] = {}
     for _, x, y in facts:
         adjacency.setdefault(x, []).append(y)
         adjacency.setdefault(y, []).append(x)
-    dist = _distances_sparse(adjacency, b)
+    dist = _distances(adjacency, b)
     if any(t not in dist for t in targets):
         return None
     return max(dist[t] for t in targets)
-
-
-def _distances_sparse(adjacency: dict[int, list[int]], source: int) -> dict[int, int]:
-    dist = {source: 0}
-    queue = deque([source])
-    while queue:
-        x = queue.popleft()
-        for y in adjacency.get(x, ()):
-            if y not in dist:
-                dist[y] = dist[x] + 1
-                queue.append(y)
-    return dist
 
 
 def _complete_parents(g: KinGraph, facts: list[Fact]) -> list[Fact]:
