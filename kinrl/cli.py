@@ -61,6 +61,19 @@ def _csv(text: str) -> tuple[str, ...]:
     return tuple(part.strip() for part in text.split(",") if part.strip())
 
 
+def _weights(text: str) -> dict[str, float]:
+    out = {}
+    for part in _csv(text):
+        name, _, value = part.partition("=")
+        try:
+            out[name.strip()] = float(value)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"must look like gender_swap=2,inverse=1 (got {text!r})"
+            ) from None
+    return out
+
+
 def _add_config_options(parser: argparse.ArgumentParser, config_class: type) -> None:
     """One option per config field (except difficulty), its help from the field's doc."""
     group = parser.add_argument_group("task knobs (override the difficulty preset one by one)")
@@ -105,6 +118,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     gen.add_argument("--difficulty", type=_level, default=3, help="difficulty level 1..10")
     gen.add_argument("--seed", type=_seed, default=0, help="seed; items derive from (seed, index)")
+    gen.add_argument(
+        "--kind",
+        choices=("examples", "preference", "feedback"),
+        default="examples",
+        help="examples (prompt/completion), preference pairs, or binary feedback",
+    )
     gen.add_argument("--format", choices=("jsonl", "parquet"), default="jsonl")
     gen.add_argument("--num-proc", type=_count, default=1, help="worker processes")
     gen.add_argument("--validation-fraction", type=float, default=0.1, metavar="F")
@@ -127,6 +146,28 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--overwrite", action="store_true", help="replace a non-empty --out folder")
     gen.add_argument("--quiet", action="store_true", help="no progress bar")
     _add_config_options(gen, KinshipConfig)
+    fb = gen.add_argument_group("feedback (with --kind preference or feedback)")
+    fb.add_argument(
+        "--noise", type=float, default=0.0, metavar="EPS", help="label flip rate 0..0.5"
+    )
+    fb.add_argument(
+        "--annotator", choices=("exact", "bradley_terry"), default="exact", help="base model"
+    )
+    fb.add_argument("--temperature", type=float, default=0.1, help="Bradley-Terry temperature")
+    fb.add_argument("--length-bias", type=float, default=0.0, metavar="P", help="longer wins, 0..1")
+    fb.add_argument(
+        "--position-bias", type=float, default=0.0, metavar="P", help="first wins, 0..1"
+    )
+    fb.add_argument(
+        "--negative-weights",
+        type=_weights,
+        metavar="KIND=W,...",
+        help="weights of negative kinds (unlisted kinds keep their default)",
+    )
+    fb.add_argument("--min-margin", type=float, default=0.0, help="min gold-reward gap, 0..1")
+    fb.add_argument(
+        "--desirable-ratio", default="1:1", metavar="D:U", help="binary feedback, e.g. 1:4"
+    )
     gen.set_defaults(run=_run_generate)
     return parser
 
@@ -150,6 +191,7 @@ def _run_generate(args: argparse.Namespace) -> int:
             holdouts=holdouts,
         )
         check_output_folder(args.out, args.overwrite)
+        feedback = _feedback_config(args) if args.kind != "examples" else None
     except ValueError as error:
         raise UsageError(_as_option(str(error).splitlines()[0])) from None
     try:
@@ -158,6 +200,8 @@ def _run_generate(args: argparse.Namespace) -> int:
             config,
             args.n,
             seed=args.seed,
+            kind=args.kind,
+            feedback=feedback,
             fmt=args.format,
             num_proc=args.num_proc,
             validation_fraction=args.validation_fraction,
@@ -171,6 +215,25 @@ def _run_generate(args: argparse.Namespace) -> int:
     counts = ", ".join(f"{name} {count}" for name, count in summary["counts"].items())
     print(f"wrote {args.out}: {counts}")
     return 0
+
+
+def _feedback_config(args: argparse.Namespace):
+    from tasks.feedback import AnnotatorConfig
+    from tasks.kinship.pairs import FeedbackConfig, default_negative_weights, parse_ratio
+
+    weights = dict(default_negative_weights()) | (args.negative_weights or {})
+    return FeedbackConfig(
+        annotator=AnnotatorConfig(
+            model=args.annotator,
+            flip_rate=args.noise,
+            temperature=args.temperature,
+            length_bias=args.length_bias,
+            position_bias=args.position_bias,
+        ),
+        negative_weights=tuple(weights.items()),
+        min_margin=args.min_margin,
+        desirable_fraction=parse_ratio(args.desirable_ratio),
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -200,6 +263,14 @@ _OPTION_NAMES = {f.name for f in dataclasses.fields(KinshipConfig)} | {
     "holdout_hops",
     "holdout_relations",
     "n",
+    "noise",
+    "temperature",
+    "length_bias",
+    "position_bias",
+    "min_margin",
+    "desirable_ratio",
+    "negative_weights",
+    "annotator",
 }
 
 

@@ -37,6 +37,9 @@ class LevelStats:
     hops: Counter = field(default_factory=Counter)
     question_types: Counter = field(default_factory=Counter)
     relation_families: Counter = field(default_factory=Counter)
+    flipped: int = 0
+    negative_kinds: Counter = field(default_factory=Counter)
+    labels: Counter = field(default_factory=Counter)
 
     def merge(self, other: LevelStats) -> None:
         self.records += other.records
@@ -46,10 +49,13 @@ class LevelStats:
         self.hops.update(other.hops)
         self.question_types.update(other.question_types)
         self.relation_families.update(other.relation_families)
+        self.flipped += other.flipped
+        self.negative_kinds.update(other.negative_kinds)
+        self.labels.update(other.labels)
 
     def to_dict(self) -> dict[str, Any]:
         n = max(self.records, 1)
-        return {
+        out = {
             "records": self.records,
             "mean_people": round(self.people / n, 2),
             "mean_mentioned": round(self.mentioned / n, 2),
@@ -59,6 +65,12 @@ class LevelStats:
             "question_types": dict(sorted(self.question_types.items())),
             "relation_families": dict(sorted(self.relation_families.items())),
         }
+        if self.negative_kinds:  # feedback records
+            out["flipped_fraction"] = round(self.flipped / n, 4)
+            out["negative_kinds"] = dict(sorted(self.negative_kinds.items()))
+        if self.labels:
+            out["labels"] = {str(k).lower(): v for k, v in sorted(self.labels.items())}
+        return out
 
 
 @dataclass
@@ -102,6 +114,11 @@ def run_chunk(job: ChunkJob) -> Chunk:
         s.hops[record["hops"]] += 1
         s.question_types[qtype] += 1
         s.relation_families[family] += 1
+        if "flipped" in record:  # feedback records
+            s.flipped += record["flipped"]
+            s.negative_kinds[record["negative_kind"] or "none"] += 1
+        if "label" in record:
+            s.labels[record["label"]] += 1
     return Chunk(job.split, lines, records if job.keep_records else None, fingerprints, stats)
 
 

@@ -18,38 +18,58 @@ from tasks.io import (
 )
 from tasks.kinship.config import KinshipConfig
 from tasks.kinship.generator import make_example
+from tasks.kinship.pairs import FeedbackConfig, make_binary, make_pair
 from tasks.kinship.splits import Holdouts, LeakCheck, family_fingerprint, plan_splits
 from tasks.kinship.terms import family_of
 
-DATASET_KIND = "kinship/examples"
+KINDS = ("examples", "preference", "feedback")
 
 
-def parquet_schema():
+def parquet_schema(kind: str = "examples"):
     """Explicit column types, so every chunk (and `datasets`) sees the same schema."""
     import pyarrow as pa
 
     string = pa.string()
-    return pa.schema(
-        [
-            ("id", string),
-            ("split", string),
-            ("difficulty", pa.int32()),
-            ("seed", pa.int64()),
-            ("people", pa.list_(pa.struct([("name", string), ("gender", string)]))),
-            ("parents", pa.list_(pa.list_(string))),
-            ("spouses", pa.list_(pa.list_(string))),
-            ("facts", pa.list_(pa.struct([("kind", string), ("a", string), ("b", string)]))),
-            ("description", string),
-            ("question", string),
-            ("question_type", string),
-            ("query", pa.struct([("subject", string), ("object", string), ("term", string)])),
-            ("answer", string),
-            ("answers", pa.list_(string)),
-            ("hops", pa.int32()),
-            ("prompt", string),
-            ("completion", string),
+    columns = [
+        ("id", string),
+        ("split", string),
+        ("difficulty", pa.int32()),
+        ("seed", pa.int64()),
+        ("people", pa.list_(pa.struct([("name", string), ("gender", string)]))),
+        ("parents", pa.list_(pa.list_(string))),
+        ("spouses", pa.list_(pa.list_(string))),
+        ("facts", pa.list_(pa.struct([("kind", string), ("a", string), ("b", string)]))),
+        ("description", string),
+        ("question", string),
+        ("question_type", string),
+        ("query", pa.struct([("subject", string), ("object", string), ("term", string)])),
+        ("answer", string),
+        ("answers", pa.list_(string)),
+        ("hops", pa.int32()),
+        ("prompt", string),
+    ]
+    if kind == "preference":
+        columns += [
+            ("chosen", string),
+            ("rejected", string),
+            ("chosen_reward", pa.float64()),
+            ("rejected_reward", pa.float64()),
+            ("flipped", pa.bool_()),
+            ("negative_kind", string),
+            ("chosen_first", pa.bool_()),
+            ("chosen_chain_valid", pa.bool_()),
+            ("rejected_chain_valid", pa.bool_()),
         ]
-    )
+    else:
+        columns.append(("completion", string))
+    if kind == "feedback":
+        columns += [
+            ("label", pa.bool_()),
+            ("gold_reward", pa.float64()),
+            ("flipped", pa.bool_()),
+            ("negative_kind", string),
+        ]
+    return pa.schema(columns)
 
 
 def record_summary(record: dict[str, Any]) -> tuple[int, int, int, int, str, str]:
@@ -66,7 +86,18 @@ def record_summary(record: dict[str, Any]) -> tuple[int, int, int, int, str, str
     )
 
 
-def _make(config: KinshipConfig, seed: int, split: str, index: int) -> dict[str, Any]:
+def _make(
+    kind: str,
+    config: KinshipConfig,
+    feedback: FeedbackConfig | None,
+    seed: int,
+    split: str,
+    index: int,
+) -> dict[str, Any]:
+    if kind == "preference":
+        return make_pair(config, feedback, seed, index, split)
+    if kind == "feedback":
+        return make_binary(config, feedback, seed, index, split)
     return make_example(config, seed, index, split)
 
 
@@ -76,6 +107,8 @@ def generate_dataset(
     n: int,
     *,
     seed: int = 0,
+    kind: str = "examples",
+    feedback: FeedbackConfig | None = None,
     fmt: str = "jsonl",
     num_proc: int = 1,
     validation_fraction: float = 0.1,
@@ -90,6 +123,10 @@ def generate_dataset(
     """
     if fmt not in FORMATS:
         raise ValueError(f"--format must be one of {', '.join(FORMATS)} (got {fmt!r})")
+    if kind not in KINDS:
+        raise ValueError(f"--kind must be one of {', '.join(KINDS)} (got {kind!r})")
+    if kind != "examples":
+        feedback = feedback or FeedbackConfig()
     if num_proc < 1:
         raise ValueError(f"--num-proc must be a positive integer (got {num_proc})")
     holdouts = holdouts or Holdouts()
@@ -104,13 +141,18 @@ def generate_dataset(
     tmp = prepare_output(out, overwrite)
     try:
         splits = [
-            (p.name, p.start, p.size, functools.partial(_make, p.config, seed, p.name))
+            (
+                p.name,
+                p.start,
+                p.size,
+                functools.partial(_make, kind, p.config, feedback, seed, p.name),
+            )
             for p in plans
         ]
         jobs = list(
             chunk_jobs(splits, record_summary, family_fingerprint, keep_records=fmt == "parquet")
         )
-        writers = SplitWriters(tmp, fmt, parquet_schema() if fmt == "parquet" else None)
+        writers = SplitWriters(tmp, fmt, parquet_schema(kind) if fmt == "parquet" else None)
         stats: dict[int, LevelStats] = {}
         leaks = LeakCheck()
         total = sum(p.size for p in plans)
@@ -129,11 +171,12 @@ def generate_dataset(
                 f"(e.g. {fingerprint:016x} in {first} and {second})"
             )
         summary = {
-            "kind": DATASET_KIND,
+            "kind": f"kinship/{kind}",
             "seed": seed,
             "n": n,
             "format": fmt,
             "config": config.to_dict(),
+            "feedback": feedback.to_dict() if feedback else None,
             "holdouts": {
                 "hops": holdouts.hops,
                 "relations": list(holdouts.relations),
@@ -205,6 +248,40 @@ def dataset_card(summary: dict[str, Any]) -> str:
     for level, s in summary["statistics"].items():
         lines += ["", f"Level {level} questions by relation family (query term or answer):", ""]
         lines += [f"- {family}: {count}" for family, count in s["relation_families"].items()]
+    lines += _feedback_section(summary)
     lines += ["", "## Config", "", "```json", json.dumps(summary["config"], indent=2), "```", ""]
     lines += [f"Seed {summary['seed']}; holdouts: `{json.dumps(summary['holdouts'])}`.", ""]
     return "\n".join(lines)
+
+
+_COLUMNS = {
+    "kinship/preference": "`prompt`/`chosen`/`rejected` (TRL's preference columns), "
+    "`chosen_reward`/`rejected_reward` (gold rewards), `flipped` (the label disagrees with the "
+    "gold order), `negative_kind`, `chosen_first` (position shown), "
+    "`chosen_chain_valid`/`rejected_chain_valid` (reasoning chain true).",
+    "kinship/feedback": "`prompt`/`completion`/`label` (TRL's unpaired-preference columns, "
+    "label true = desirable), `gold_reward`, `flipped`, `negative_kind` (null for reference "
+    "completions).",
+}
+
+
+def _feedback_section(summary: dict[str, Any]) -> list[str]:
+    feedback = summary.get("feedback")
+    if not feedback:
+        return []
+    lines = ["", "## Feedback", "", _COLUMNS[summary["kind"]], "", "| knob | value |"]
+    lines.append("|---|---|")
+    for name, value in feedback["annotator"].items():
+        lines.append(f"| annotator.{name} | {value} |")
+    for name in ("min_margin", "desirable_fraction"):
+        lines.append(f"| {name} | {feedback[name]} |")
+    weights = ", ".join(f"{k}={w:g}" for k, w in feedback["negative_weights"].items())
+    lines.append(f"| negative_weights | {weights} |")
+    for level, s in summary["statistics"].items():
+        lines += ["", f"Level {level}: flipped fraction {s.get('flipped_fraction', 0)}; "]
+        lines[-1] += "negative kinds " + ", ".join(
+            f"{k} {v}" for k, v in s.get("negative_kinds", {}).items()
+        )
+        if "labels" in s:
+            lines[-1] += "; labels " + ", ".join(f"{k} {v}" for k, v in s["labels"].items())
+    return lines
