@@ -1,0 +1,221 @@
+"""KV-cache sampler: matches slow full-recompute decoding, honours EOS/top-k/top-p/log-probs."""
+
+from __future__ import annotations
+
+import pathlib
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from trainers.hf import from_hf
+from trainers.model import forward
+from trainers.sampling import _generate, _pick, filter_logits, generate
+
+FIXTURE = pathlib.Path(__file__).parent / "fixtures" / "tiny_gpt2"
+NEVER = 10_000  # an eos_id outside the vocabulary: rows never stop early
+PAD = 0
+N_NEW = 10
+
+
+@pytest.fixture(scope="module")
+def split_model():
+    model, _ = from_hf(FIXTURE)
+    return nnx.split(model)
+
+
+@pytest.fixture(scope="module")
+def prompts():
+    """Three left-padded prompts of 6, 3 and 1 real tokens, (3, 6)."""
+    rng = np.random.default_rng(0)
+    ids = rng.integers(1, 64, size=(3, 6)).astype(np.int32)
+    mask = np.zeros_like(ids)
+    for row, n in enumerate((6, 3, 1)):
+        mask[row, 6 - n :] = 1
+    return jnp.asarray(np.where(mask, ids, PAD)), jnp.asarray(mask)
+
+
+def full_logits(split_model, prompt_ids, prompt_mask, tokens, lengths):
+    """Teacher-forced (B, N, V) logits of each generated token, one full forward, no cache."""
+    T = prompt_ids.shape[1]
+    N = tokens.shape[1]
+    gen_mask = (jnp.arange(N)[None, :] < lengths[:, None]).astype(jnp.int32)
+    ids = jnp.concatenate([prompt_ids, tokens], axis=1)
+    mask = jnp.concatenate([prompt_mask, gen_mask], axis=1)
+    logits = forward(*split_model, ids, mask)  # (B, T + N, V)
+    return np.asarray(logits[:, T - 1 : T + N - 1]), np.asarray(gen_mask).astype(bool)
+
+
+def test_greedy_kv_cache_equals_full_recompute(split_model, prompts):
+    prompt_ids, prompt_mask = prompts
+    out = generate(
+        *split_model, prompt_ids, prompt_mask, jax.random.key(0),
+        max_new_tokens=N_NEW, greedy=True, eos_id=NEVER, pad_id=PAD,
+    )  # fmt: skip
+    # Slow reference: re-run the whole sequence through the model for every new token. The
+    # buffer has its final width from the start (not-yet-generated slots masked out, and
+    # invisible to earlier queries anyway) so the forward compiles once.
+    T = prompt_ids.shape[1]
+    ids = np.concatenate([prompt_ids, np.full((3, N_NEW), PAD, np.int32)], axis=1)
+    mask = np.concatenate([prompt_mask, np.zeros((3, N_NEW), np.int32)], axis=1)
+    reference = []
+    for step in range(N_NEW):
+        logits = forward(*split_model, jnp.asarray(ids), jnp.asarray(mask))
+        nxt = np.asarray(jnp.argmax(logits[:, T + step - 1], axis=-1)).astype(np.int32)
+        reference.append(nxt)
+        ids[:, T + step] = nxt
+        mask[:, T + step] = 1
+    np.testing.assert_array_equal(out.tokens, np.stack(reference, axis=1))
+    np.testing.assert_array_equal(out.lengths, [N_NEW] * 3)
+    np.testing.assert_array_equal(out.logprobs, 0.0)  # greedy: a point mass
+
+
+def test_raw_and_sampling_logprobs_match_teacher_forcing(split_model, prompts):
+    prompt_ids, prompt_mask = prompts
+    temperature, top_k = 0.7, 8
+    out = generate(
+        *split_model, prompt_ids, prompt_mask, jax.random.key(1), max_new_tokens=N_NEW,
+        temperature=temperature, top_k=top_k, eos_id=NEVER, pad_id=PAD,
+    )  # fmt: skip
+    logits, valid = full_logits(split_model, prompt_ids, prompt_mask, out.tokens, out.lengths)
+    assert valid.all()
+    tokens = np.asarray(out.tokens)[..., None]
+    raw = np.take_along_axis(jax.nn.log_softmax(logits), tokens, -1)[..., 0]
+    np.testing.assert_allclose(out.raw_logprobs, raw, atol=1e-4)
+    # Sampling distribution: tempered, then restricted to the top-k and renormalised.
+    scaled = logits / temperature
+    kth = np.sort(scaled, axis=-1)[..., -top_k][..., None]
+    filtered = np.where(scaled >= kth, scaled, -np.inf)
+    expected = np.take_along_axis(jax.nn.log_softmax(filtered), tokens, -1)[..., 0]
+    np.testing.assert_allclose(out.logprobs, expected, atol=1e-4)
+    rank = (logits > np.take_along_axis(logits, tokens, -1)).sum(-1)  # 0 = most likely
+    assert (rank < top_k).all()
+
+
+def test_top_p_samples_only_inside_the_nucleus(split_model, prompts):
+    prompt_ids, prompt_mask = prompts
+    top_p = 0.3
+    out = generate(
+        *split_model, prompt_ids, prompt_mask, jax.random.key(2), max_new_tokens=N_NEW,
+        top_p=top_p, eos_id=NEVER, pad_id=PAD,
+    )  # fmt: skip
+    logits, _ = full_logits(split_model, prompt_ids, prompt_mask, out.tokens, out.lengths)
+    probs = np.asarray(jax.nn.softmax(logits))
+    chosen = np.take_along_axis(probs, np.asarray(out.tokens)[..., None], -1)
+    mass_of_better = np.where(probs > chosen, probs, 0.0).sum(-1)
+    assert (mass_of_better < top_p + 1e-5).all()
+    # The sampling log-prob is the token's probability renormalised over the nucleus.
+    sorted_probs = -np.sort(-probs, axis=-1)
+    kept = (np.cumsum(sorted_probs, axis=-1) - sorted_probs) < top_p
+    nucleus_mass = np.where(kept, sorted_probs, 0.0).sum(-1)
+    assert (nucleus_mass < 0.999).all()  # the filter really removed tokens
+    np.testing.assert_allclose(out.logprobs, np.log(chosen[..., 0] / nucleus_mass), atol=1e-4)
+
+
+def test_filter_logits_top_p_keeps_the_crossing_token():
+    logits = jnp.log(jnp.array([[0.5, 0.3, 0.15, 0.05]]))
+    kept = np.isfinite(np.asarray(filter_logits(logits, 0, 0.7)))
+    np.testing.assert_array_equal(kept, [[True, True, False, False]])
+    kept = np.isfinite(np.asarray(filter_logits(logits, 0, 0.5)))
+    np.testing.assert_array_equal(kept, [[True, False, False, False]])
+    kept = np.isfinite(np.asarray(filter_logits(logits, 3, 1.0)))
+    np.testing.assert_array_equal(kept, [[True, True, True, False]])
+
+
+def test_eos_stops_each_row_and_pads_the_rest(split_model, prompts):
+    prompt_ids, prompt_mask = prompts
+    kwargs = dict(max_new_tokens=N_NEW, greedy=True, pad_id=PAD)
+    free = generate(
+        *split_model, prompt_ids, prompt_mask, jax.random.key(0), eos_id=NEVER, **kwargs
+    )
+    free_tokens = np.asarray(free.tokens)
+    eos = int(free_tokens[0, 3])  # a token row 0 really produces at step 3
+    out = generate(*split_model, prompt_ids, prompt_mask, jax.random.key(0), eos_id=eos, **kwargs)
+    tokens, lengths = np.asarray(out.tokens), np.asarray(out.lengths)
+    for row in range(3):
+        hits = np.flatnonzero(free_tokens[row] == eos)
+        n = hits[0] + 1 if hits.size else N_NEW
+        assert lengths[row] == n
+        np.testing.assert_array_equal(tokens[row, :n], free_tokens[row, :n])
+        np.testing.assert_array_equal(tokens[row, n:], PAD)
+        np.testing.assert_array_equal(np.asarray(out.raw_logprobs)[row, n:], 0.0)
+    assert lengths[0] <= 4
+
+
+def test_top_k_one_equals_greedy(split_model, prompts):
+    prompt_ids, prompt_mask = prompts
+    kwargs = dict(max_new_tokens=N_NEW, eos_id=NEVER, pad_id=PAD)
+    greedy = generate(
+        *split_model, prompt_ids, prompt_mask, jax.random.key(0), greedy=True, **kwargs
+    )
+    top1 = generate(*split_model, prompt_ids, prompt_mask, jax.random.key(5), top_k=1, **kwargs)
+    np.testing.assert_array_equal(top1.tokens, greedy.tokens)
+    np.testing.assert_allclose(top1.logprobs, 0.0, atol=1e-6)  # a one-token distribution
+    np.testing.assert_allclose(top1.raw_logprobs, greedy.raw_logprobs, atol=1e-6)
+
+
+def test_plain_sampling_logprobs_equal_raw_keys_matter_no_recompile(split_model, prompts):
+    prompt_ids, prompt_mask = prompts
+    kwargs = dict(max_new_tokens=N_NEW, pad_id=PAD)
+    compiled_before = _generate._cache_size()
+    a = generate(*split_model, prompt_ids, prompt_mask, jax.random.key(7), eos_id=NEVER, **kwargs)
+    b = generate(*split_model, prompt_ids, prompt_mask, jax.random.key(7), eos_id=NEVER, **kwargs)
+    c = generate(
+        *split_model,
+        prompt_ids,
+        prompt_mask,
+        jax.random.key(8),
+        temperature=1.3,
+        eos_id=3,
+        **kwargs,
+    )
+    # key, temperature and eos_id are traced: three calls, at most one new program.
+    assert _generate._cache_size() <= compiled_before + 1
+    np.testing.assert_allclose(a.logprobs, a.raw_logprobs, atol=1e-5)  # T=1, no filter
+    np.testing.assert_array_equal(a.tokens, b.tokens)
+    assert not np.array_equal(a.tokens, c.tokens)
+
+
+def test_sampled_frequencies_follow_the_tempered_filtered_softmax():
+    # 20000 draws from fixed logits: the empirical distribution must match the tempered
+    # (and top-k filtered) softmax up to sampling noise (sd <= 0.0036; bound is ~7 sd).
+    logits = jnp.asarray(np.random.default_rng(0).normal(size=(1, 12)) * 1.5, jnp.float32)
+    B = 20_000
+    pick = jax.jit(_pick, static_argnames=("top_k", "top_p", "greedy"))
+    for temperature, top_k in ((0.5, 0), (1.0, 4)):
+        tokens, lp, raw_lp = pick(
+            jnp.tile(logits, (B, 1)), jax.random.key(9), jnp.float32(temperature),
+            top_k=top_k, top_p=1.0, greedy=False,
+        )  # fmt: skip
+        scaled = np.asarray(filter_logits(logits / temperature, top_k, 1.0))[0]
+        probs = np.exp(scaled - scaled.max())
+        probs /= probs.sum()
+        freq = np.bincount(np.asarray(tokens), minlength=probs.size) / B
+        assert np.abs(freq - probs).max() < 0.025
+        assert probs.max() > 0.2  # the check is not vacuous
+        np.testing.assert_allclose(lp, np.log(probs[np.asarray(tokens)]), atol=1e-5)
+        raw = np.asarray(jax.nn.log_softmax(logits[0]))
+        np.testing.assert_allclose(raw_lp, raw[np.asarray(tokens)], atol=1e-5)
+
+
+def test_rejects_bad_arguments(split_model, prompts):
+    prompt_ids, prompt_mask = prompts
+    key = jax.random.key(0)
+    with pytest.raises(ValueError, match="n_positions"):
+        generate(*split_model, prompt_ids, prompt_mask, key, max_new_tokens=40, eos_id=1, pad_id=0)
+    with pytest.raises(ValueError, match="temperature"):
+        generate(
+            *split_model, prompt_ids, prompt_mask, key,
+            max_new_tokens=2, temperature=0.0, eos_id=1, pad_id=0,
+        )  # fmt: skip
+    with pytest.raises(ValueError, match="top_p"):
+        generate(
+            *split_model, prompt_ids, prompt_mask, key,
+            max_new_tokens=2, top_p=0.0, eos_id=1, pad_id=0,
+        )  # fmt: skip
+    with pytest.raises(ValueError, match=r"\(B, T\)"):
+        generate(
+            *split_model, prompt_ids[0], prompt_mask[0], key, max_new_tokens=2, eos_id=1, pad_id=0
+        )

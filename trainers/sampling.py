@@ -1,0 +1,231 @@
+"""Batched, jitted autoregressive sampling with a KV cache: the engine of every online method.
+
+One compiled program per (batch, prompt_len, max_new_tokens, top_k, top_p, greedy) combination;
+the PRNG key, temperature, eos_id and pad_id are traced, so changing them never recompiles.
+Inside it: one prefill call over the whole left-padded prompt, then a `lax.while_loop` of
+one-token steps over a cache preallocated to prompt_len + max_new_tokens slots. The loop exits
+early once every row has emitted EOS.
+
+Two log-probs are returned per sampled token:
+  * `logprobs`: under the distribution actually sampled from (temperature, then top-k, then
+    top-p, renormalised). 0 for greedy (a point mass). This is the behaviour policy's log-prob.
+  * `raw_logprobs`: log softmax of the raw model logits (temperature 1, no filtering), i.e.
+    the log-prob the policy model itself assigns, which the RL losses recompute in training.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from trainers.model import GPT, KVCache, positions_from_mask
+
+
+class SampleOutput(NamedTuple):
+    """Result of `generate`. Entries past a row's length hold `pad_id` / 0.0.
+
+    tokens:       (B, N) int32 sampled tokens (EOS included, then pad)
+    logprobs:     (B, N) float32 log-prob under the sampling distribution (0 for greedy)
+    raw_logprobs: (B, N) float32 log-prob under the untempered, unfiltered model
+    lengths:      (B,) int32 number of generated tokens, counting the EOS if one was emitted
+    """
+
+    tokens: jax.Array
+    logprobs: jax.Array
+    raw_logprobs: jax.Array
+    lengths: jax.Array
+
+
+def filter_logits(logits: jax.Array, top_k: int, top_p: float) -> jax.Array:
+    """Mask (B, V) logits outside the top-k and then outside the nucleus of mass top_p to -inf.
+
+    top_k=0 and top_p=1.0 disable the filters (static, so disabled filters cost nothing).
+    Nucleus: keep the smallest prefix of tokens sorted by probability whose mass reaches
+    top_p (the token crossing the threshold is kept, so at least one token always survives).
+    Tokens tied with the last kept logit are kept too.
+    """
+    if top_k > 0:
+        kth = jax.lax.top_k(logits, top_k)[0][:, -1:]  # (B, 1)
+        logits = jnp.where(logits < kth, -jnp.inf, logits)
+    if top_p < 1.0:
+        sorted_logits = jnp.sort(logits, axis=-1)[:, ::-1]  # (B, V) descending
+        probs = jax.nn.softmax(sorted_logits, axis=-1)
+        mass_before = jnp.cumsum(probs, axis=-1) - probs  # mass of strictly better tokens
+        keep = mass_before < top_p  # (B, V), always True at index 0
+        threshold = jnp.min(jnp.where(keep, sorted_logits, jnp.inf), axis=-1, keepdims=True)
+        logits = jnp.where(logits < threshold, -jnp.inf, logits)
+    return logits
+
+
+def _pick(
+    logits: jax.Array,
+    key: jax.Array,
+    temperature: jax.Array,
+    *,
+    top_k: int,
+    top_p: float,
+    greedy: bool,
+) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """(B, V) float32 logits -> token (B,), sampling log-prob (B,), raw log-prob (B,)."""
+    raw = jax.nn.log_softmax(logits, axis=-1)  # (B, V)
+    if greedy:
+        token = jnp.argmax(logits, axis=-1)
+        sample_lp = jnp.zeros(token.shape, jnp.float32)
+    else:
+        scaled = filter_logits(logits / temperature, top_k, top_p)
+        token = jax.random.categorical(key, scaled, axis=-1)
+        sample_lp = jnp.take_along_axis(jax.nn.log_softmax(scaled), token[:, None], axis=-1)[:, 0]
+    raw_lp = jnp.take_along_axis(raw, token[:, None], axis=-1)[:, 0]
+    return token.astype(jnp.int32), sample_lp, raw_lp
+
+
+class _Loop(NamedTuple):
+    step: jax.Array  # () index of the token about to be sampled
+    logits: jax.Array  # (B, V) next-token logits
+    cache: KVCache
+    key: jax.Array
+    done: jax.Array  # (B,) bool, row already emitted EOS
+    out: SampleOutput
+
+
+def _record(loop: _Loop, temperature: jax.Array, opts: dict) -> _Loop:
+    """Sample token number `loop.step` from `loop.logits` and write it into the outputs."""
+    key, sub = jax.random.split(loop.key)
+    token, lp, raw_lp = _pick(
+        loop.logits,
+        sub,
+        temperature,
+        top_k=opts["top_k"],
+        top_p=opts["top_p"],
+        greedy=opts["greedy"],
+    )
+    live = ~loop.done  # rows that finished earlier emit pad
+    token = jnp.where(live, token, opts["pad_id"])
+    col = loop.step
+    out = SampleOutput(
+        tokens=loop.out.tokens.at[:, col].set(token),
+        logprobs=loop.out.logprobs.at[:, col].set(jnp.where(live, lp, 0.0)),
+        raw_logprobs=loop.out.raw_logprobs.at[:, col].set(jnp.where(live, raw_lp, 0.0)),
+        lengths=loop.out.lengths + live.astype(jnp.int32),
+    )
+    done = loop.done | (token == opts["eos_id"])
+    return loop._replace(key=key, done=done, out=out)
+
+
+@functools.partial(
+    jax.jit,
+    static_argnums=(0,),
+    static_argnames=("max_new_tokens", "top_k", "top_p", "greedy"),
+)
+def _generate(
+    graphdef: nnx.GraphDef,
+    state: nnx.State,
+    prompt_ids: jax.Array,
+    prompt_mask: jax.Array,
+    key: jax.Array,
+    temperature: jax.Array,
+    eos_id: jax.Array,
+    pad_id: jax.Array,
+    *,
+    max_new_tokens: int,
+    top_k: int,
+    top_p: float,
+    greedy: bool,
+) -> SampleOutput:
+    model: GPT = nnx.merge(graphdef, state)
+    B, T = prompt_ids.shape
+    N = max_new_tokens
+    opts = dict(top_k=top_k, top_p=top_p, greedy=greedy, eos_id=eos_id, pad_id=pad_id)
+    prompt_mask = prompt_mask.astype(bool)
+    # Cache slots: [0, T) prompt (left-padded), [T, T + N) generated. Generated slots are
+    # always valid keys; a finished row keeps feeding pad tokens whose outputs are discarded.
+    key_mask = jnp.concatenate([prompt_mask, jnp.ones((B, N), bool)], axis=1)  # (B, T + N)
+    cache = model.init_cache(B, T + N)
+    hidden, cache = model.decode(prompt_ids, positions_from_mask(prompt_mask), key_mask, cache, 0)
+    first_pos = prompt_mask.sum(axis=-1).astype(jnp.int32)  # (B,) position of 1st new token
+
+    out = SampleOutput(
+        tokens=jnp.full((B, N), pad_id, jnp.int32),
+        logprobs=jnp.zeros((B, N), jnp.float32),
+        raw_logprobs=jnp.zeros((B, N), jnp.float32),
+        lengths=jnp.zeros((B,), jnp.int32),
+    )
+    loop = _Loop(
+        step=jnp.array(0, jnp.int32),
+        logits=model.lm_head(hidden[:, -1]),  # (B, V): only the last prompt slot is needed
+        cache=cache,
+        key=key,
+        done=jnp.zeros((B,), bool),
+        out=out,
+    )
+    loop = _record(loop, temperature, opts)  # token 0 comes straight from the prefill
+
+    def cond(loop: _Loop) -> jax.Array:
+        return (loop.step + 1 < N) & ~jnp.all(loop.done)
+
+    def body(loop: _Loop) -> _Loop:
+        # Feed token `step` (slot T + step, position first_pos + step), then sample step + 1.
+        prev = jax.lax.dynamic_slice_in_dim(loop.out.tokens, loop.step, 1, axis=1)  # (B, 1)
+        positions = (first_pos + loop.step)[:, None]  # (B, 1)
+        hidden, cache = model.decode(prev, positions, key_mask, loop.cache, T + loop.step)
+        loop = loop._replace(step=loop.step + 1, logits=model.lm_head(hidden[:, 0]), cache=cache)
+        return _record(loop, temperature, opts)
+
+    return jax.lax.while_loop(cond, body, loop).out
+
+
+def generate(
+    graphdef: nnx.GraphDef,
+    state: nnx.State,
+    prompt_ids: jax.Array,
+    prompt_mask: jax.Array,
+    key: jax.Array,
+    *,
+    max_new_tokens: int,
+    temperature: float = 1.0,
+    top_k: int = 0,
+    top_p: float = 1.0,
+    greedy: bool = False,
+    eos_id: int,
+    pad_id: int,
+) -> SampleOutput:
+    """Sample up to `max_new_tokens` tokens after left-padded prompts, with a KV cache.
+
+    graphdef, state: from `nnx.split(model)` for a `trainers.model.GPT`.
+    prompt_ids: (B, T) int32, left-padded; prompt_mask: (B, T) 0/1, 1 on real tokens. Every row
+        needs at least one real token; T + max_new_tokens must fit in n_positions.
+    key: PRNG key (ignored when greedy). temperature > 0 scales logits before top-k/top-p.
+    top_k: keep the k most likely tokens (0 = off); top_p: nucleus mass (1.0 = off).
+    greedy: argmax decoding (temperature/top_k/top_p ignored).
+    eos_id: a row stops after emitting it (pass an id outside the vocabulary to never stop);
+    pad_id: what finished rows emit.
+    Returns a `SampleOutput` (tokens/logprobs/raw_logprobs (B, max_new_tokens), lengths (B,)).
+    Compiles once per shape and (max_new_tokens, top_k, top_p, greedy); the rest is traced.
+    """
+    if prompt_ids.ndim != 2 or prompt_mask.shape != prompt_ids.shape:
+        raise ValueError(f"prompt_ids {prompt_ids.shape} / mask {prompt_mask.shape}: want (B, T)")
+    if max_new_tokens < 1:
+        raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+    # T + max_new_tokens > n_positions is rejected while tracing, by GPT.init_cache.
+    if not greedy and not temperature > 0:
+        raise ValueError(f"temperature must be > 0 when sampling, got {temperature}")
+    if top_k < 0 or not 0.0 < top_p <= 1.0:
+        raise ValueError(f"need top_k >= 0 and 0 < top_p <= 1, got {top_k}, {top_p}")
+    return _generate(
+        graphdef,
+        state,
+        jnp.asarray(prompt_ids, jnp.int32),
+        jnp.asarray(prompt_mask, jnp.int32),
+        key,
+        jnp.asarray(temperature, jnp.float32),
+        jnp.asarray(eos_id, jnp.int32),
+        jnp.asarray(pad_id, jnp.int32),
+        max_new_tokens=int(max_new_tokens),
+        top_k=0 if greedy else int(top_k),
+        top_p=1.0 if greedy else float(top_p),
+        greedy=bool(greedy),
+    )
