@@ -3,8 +3,11 @@
     python benchmarks/bench_generate.py                  # examples/s per level, one core
     python benchmarks/bench_generate.py --stream 1000000 # + a streamed write, peak RSS
 
-Prints JSON. "records/s" makes records in memory (generation + the solvability check);
-"jsonl/s" also serialises them as `kinrl generate` does. Runs in one process (one core).
+With `reasoning-gym` installed (`pip install reasoning-gym`), its `family_relationships`
+generator runs side by side as the comparator, alternating with ours so that machine load
+hits both alike, and the ratio is reported. Prints JSON. "records/s" makes records in memory
+(generation + the solvability check); "jsonl/s" also serialises them as `kinrl generate`
+does. Runs in one process (one core).
 """
 
 from __future__ import annotations
@@ -38,6 +41,33 @@ def throughput(level: int, n: int, seed: int = 0) -> dict[str, float]:
     }
 
 
+def comparator(n: int, rounds: int = 3) -> dict[str, float] | None:
+    """reasoning-gym's family_relationships items/s and ours at level 3, interleaved."""
+    try:
+        import reasoning_gym
+    except ImportError:
+        return None
+    config = KinshipConfig.for_level(3)
+    theirs, ours = [], []
+    for round_ in range(rounds):
+        dataset = reasoning_gym.create_dataset("family_relationships", size=n, seed=round_)
+        start = time.perf_counter()
+        for i in range(n):
+            dataset[i]
+        theirs.append(n / (time.perf_counter() - start))
+        start = time.perf_counter()
+        for i in range(n):
+            make_example(config, round_, i)
+        ours.append(n / (time.perf_counter() - start))
+    best_theirs, best_ours = max(theirs), max(ours)
+    return {
+        "comparator": "reasoning_gym family_relationships",
+        "theirs_items_per_s": round(best_theirs),
+        "ours_level3_records_per_s": round(best_ours),
+        "ratio_ours_over_theirs": round(best_ours / best_theirs, 3),
+    }
+
+
 def stream(n: int, level: int, num_proc: int) -> dict[str, float]:
     """Run `kinrl generate` for n examples in a child process; report time and peak RSS."""
     with tempfile.TemporaryDirectory() as folder:
@@ -68,6 +98,9 @@ def main() -> None:
     results = [throughput(level, args.n) for level in args.levels]
     for row in results:
         print(json.dumps(row), flush=True)
+    side_by_side = comparator(args.n)
+    if side_by_side:
+        print(json.dumps(side_by_side), flush=True)
     if args.stream:
         print(json.dumps(stream(args.stream, args.stream_level, args.num_proc)), flush=True)
 
