@@ -180,3 +180,22 @@ def test_random_configs_give_consistent_records(
     assert collections.Counter(c for _, c in record["parents"]).most_common(1)[0][1] <= 2
     assert score(record, record["completion"]) == 1.0
     assert config.min_hops <= record["hops"] <= config.max_hops
+
+
+def test_apostrophe_names_work(monkeypatch) -> None:
+    """No Faker locale has apostrophes in first names, so plant a pool that does."""
+    import tasks.kinship.generator as generator
+    from tasks.kinship.names import NamePool, name_pool, valid_name
+
+    real = name_pool("en_US")
+    planted = ("D'Arcy", "O'Neill", "Ma'ayan", "Anne-Marie")
+    assert all(valid_name(n) for n in planted)
+    pool = NamePool(planted[2:] + real.female[:40], planted[:2] + real.male[:40])
+    monkeypatch.setattr(generator, "name_pool", lambda *args: pool)
+    records = [make_example(KinshipConfig.for_level(3), 4, i) for i in range(150)]
+    with_apostrophe = [r for r in records if any("'" in p["name"] for p in r["people"])]
+    assert len(with_apostrophe) > 20
+    for record in with_apostrophe:
+        assert score(record, record["completion"]) == 1.0
+        for fact in record["facts"]:
+            assert fact["a"] in record["description"] and fact["b"] in record["description"]
