@@ -27,34 +27,24 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(message)
 
 
-def _level(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = None
-    if value is None or not 1 <= value <= MAX_LEVEL:
-        raise argparse.ArgumentTypeError(f"must be an integer in 1..{MAX_LEVEL} (got {text!r})")
-    return value
+def _integer(low: int, high: int | None, allowed: str):
+    """An argparse type for integers in low..high, with `allowed` in its error."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = None
+        if value is None or value < low or (high is not None and value > high):
+            raise argparse.ArgumentTypeError(f"must be {allowed} (got {text!r})")
+        return value
+
+    return parse
 
 
-def _count(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = -1
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer (got {text!r})")
-    return value
-
-
-def _seed(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = -1
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be a non-negative integer (got {text!r})")
-    return value
+_level = _integer(1, MAX_LEVEL, f"an integer in 1..{MAX_LEVEL}")
+_count = _integer(1, None, "a positive integer")
+_seed = _integer(0, None, "a non-negative integer")
 
 
 def _csv(text: str) -> tuple[str, ...]:
