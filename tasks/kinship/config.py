@@ -90,7 +90,17 @@ class KinshipConfig:
         unknown = [f for f in self.relation_families if f not in FAMILIES]
         check("relation_families", not unknown, f"relation families from: {', '.join(FAMILIES)}")
         check("name_pool", self.name_pool in POOLS, f"one of {', '.join(POOLS)}")
-        name_pool(self.locale, self.name_pool)  # raises "locale must be ..." for a bad locale
+        pool = name_pool(self.locale, self.name_pool)  # raises "locale must be ..." if bad
+        # Worst case every person has one gender: the main family (its cap plus one forced
+        # child per generation) and the disconnected one must fit in either gendered pool.
+        needed = self.max_people + self.generations + max(4, self.disconnected_facts + 2)
+        check(
+            "max_people",
+            min(len(pool.female), len(pool.male)) >= needed,
+            f"small enough for the {self.name_pool!r} name pool of {self.locale} "
+            f"({len(pool.female)} female, {len(pool.male)} male names; "
+            f"{needed} needed per gender)",
+        )
 
     @classmethod
     def for_level(cls, difficulty: int, **overrides: object) -> KinshipConfig:

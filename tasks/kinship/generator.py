@@ -64,7 +64,7 @@ def make_example(
             record = _try_question(config, rng, g, main_size, qtype)
             if record is not None:
                 record.update(
-                    id=f"kinship-{seed}-{index}",
+                    id=f"kinship-d{config.difficulty}-s{seed}-{index}",
                     split=split,
                     difficulty=config.difficulty,
                     seed=seed,
