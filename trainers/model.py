@@ -100,7 +100,7 @@ PRESETS: dict[str, GPTConfig] = {
 
 
 class KVCache(NamedTuple):
-    """Per-layer key/value buffers for incremental decoding, each (B, S, n_head, head_dim).
+    """Per-layer buffers for incremental decoding: keys (B, H, D, S), values (B, H, S, D).
 
     S is fixed at allocation (prompt_len + max_new_tokens) so decoding never changes shapes.
     All rows share one write index: prompts are left-padded, so slot t is step t for every row.
@@ -142,27 +142,30 @@ class CausalSelfAttention(nnx.Module):
         kv: tuple[jax.Array, jax.Array] | None = None,
         cache_index: jax.Array | int = 0,
     ) -> tuple[jax.Array, tuple[jax.Array, jax.Array] | None]:
-        """x (B, T, C); mask (B, 1, T, S) bool, True = may attend. With `kv` (each (B, S, H, D))
-        the new keys/values are written at slots [cache_index, cache_index + T) and the queries
-        attend over the whole cache; otherwise S == T and they attend over themselves."""
+        """x (B, T, C); mask (B, 1, T, S) bool, True = may attend. With `kv` (keys (B, H, D, S),
+        values (B, H, S, D)) the new keys/values are written at slots [cache_index,
+        cache_index + T) and the queries attend over the whole cache; otherwise S == T."""
         B, T, C = x.shape
         qkv = self.c_attn(x)  # (B, T, 3C)
         q, k, v = jnp.split(qkv, 3, axis=-1)  # each (B, T, C)
-        q = q.reshape(B, T, self.n_head, self.head_dim)  # (B, T, H, D)
-        k = k.reshape(B, T, self.n_head, self.head_dim)
-        v = v.reshape(B, T, self.n_head, self.head_dim)
+        heads = (B, T, self.n_head, self.head_dim)
+        q = q.reshape(heads).transpose(0, 2, 1, 3)  # (B, H, T, D)
+        # Keys are kept transposed, (B, H, D, T), and values (B, H, T, D): both matmuls below
+        # are then plain batched GEMMs, so XLA never re-lays-out the whole cache per step.
+        k = k.reshape(heads).transpose(0, 2, 3, 1)  # (B, H, D, T)
+        v = v.reshape(heads).transpose(0, 2, 1, 3)  # (B, H, T, D)
         if kv is not None:
-            start = (0, cache_index, 0, 0)
-            k = jax.lax.dynamic_update_slice(kv[0], k.astype(kv[0].dtype), start)  # (B, S, H, D)
-            v = jax.lax.dynamic_update_slice(kv[1], v.astype(kv[1].dtype), start)
-            kv = (k, v)
-        att = jnp.einsum("bqhd,bkhd->bhqk", q, k) / math.sqrt(self.head_dim)  # (B, H, T, S)
+            k = jax.lax.dynamic_update_slice(kv[0], k.astype(kv[0].dtype), (0, 0, 0, cache_index))
+            v = jax.lax.dynamic_update_slice(kv[1], v.astype(kv[1].dtype), (0, 0, cache_index, 0))
+            kv = (k, v)  # (B, H, D, S), (B, H, S, D)
+        att = jnp.matmul(q, k) / math.sqrt(self.head_dim)  # (B, H, T, S)
         # Softmax in float32 even under bf16 compute. A finite "minus infinity" keeps rows with
         # no visible key (pad queries of a left-padded prompt) finite instead of NaN.
         att = att.astype(jnp.float32)
         att = jnp.where(mask, att, jnp.finfo(jnp.float32).min)
         att = jax.nn.softmax(att, axis=-1).astype(v.dtype)
-        y = jnp.einsum("bhqk,bkhd->bqhd", att, v).reshape(B, T, C)  # (B, T, C)
+        y = jnp.matmul(att, v)  # (B, H, T, D)
+        y = y.transpose(0, 2, 1, 3).reshape(B, T, C)  # (B, T, C)
         return self.c_proj(y), kv
 
 
@@ -282,12 +285,14 @@ class GPT(nnx.Module):
         return self.value_head(hidden)[..., 0].astype(jnp.float32)
 
     def init_cache(self, batch_size: int, max_len: int) -> KVCache:
-        """Zeroed KV cache with room for `max_len` tokens per row, each (B, S, H, D)."""
+        """Zeroed KV cache with room for `max_len` tokens per row (see `KVCache` for layouts)."""
         if max_len > self.cfg.n_positions:
             raise ValueError(f"cache length {max_len} exceeds n_positions={self.cfg.n_positions}")
-        shape = (batch_size, max_len, self.cfg.n_head, self.cfg.head_dim)
-        zeros = tuple(jnp.zeros(shape, self.cfg.compute_dtype) for _ in range(self.cfg.n_layer))
-        return KVCache(keys=zeros, values=zeros)
+        B, H, D, S = batch_size, self.cfg.n_head, self.cfg.head_dim, max_len
+        dtype = self.cfg.compute_dtype
+        keys = tuple(jnp.zeros((B, H, D, S), dtype) for _ in range(self.cfg.n_layer))
+        values = tuple(jnp.zeros((B, H, S, D), dtype) for _ in range(self.cfg.n_layer))
+        return KVCache(keys=keys, values=values)
 
     def decode(
         self,
@@ -305,7 +310,7 @@ class GPT(nnx.Module):
         Returns final hidden states (B, T, C) and the updated cache.
         """
         T = input_ids.shape[1]
-        S = cache.keys[0].shape[1]
+        S = cache.values[0].shape[2]
         q_slot = cache_index + jnp.arange(T)  # (T,)
         # Causal over cache slots: a query sees written slots up to its own, never the future
         # (still zero) slots.

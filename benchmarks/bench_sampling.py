@@ -1,0 +1,122 @@
+"""Tokens/s of our jitted KV-cache sampler vs Hugging Face `generate` on the same model.
+
+Not a test. Needs torch (CPU) besides the project's dependencies:
+
+    python benchmarks/bench_sampling.py [--preset nano --batch 32 --prompt-len 32 --new 64]
+
+Builds a random `--preset` GPT, exports it with `to_hf`, loads that folder into
+`transformers.GPT2LMHeadModel`, and times greedy decoding of the same left-padded batch with
+both (our sampler after a warm-up compile; each timed over `--runs` runs, best and median).
+No EOS: every row generates exactly `--new` tokens in both. Prints one JSON object, including
+the fraction of greedy tokens on which the two implementations agree.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from trainers.hf import to_hf
+from trainers.model import PRESETS, init_model
+from trainers.sampling import generate
+
+
+def timed(fn: Callable[[], object], runs: int) -> list[float]:
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def make_batch(batch: int, prompt_len: int, vocab: int, seed: int) -> tuple[np.ndarray, ...]:
+    """Left-padded prompts: row lengths vary between prompt_len // 2 and prompt_len."""
+    rng = np.random.default_rng(seed)
+    ids = rng.integers(1, vocab, size=(batch, prompt_len)).astype(np.int32)
+    lengths = rng.integers(prompt_len // 2, prompt_len + 1, size=batch)
+    mask = (np.arange(prompt_len)[None, :] >= prompt_len - lengths[:, None]).astype(np.int32)
+    return np.where(mask == 1, ids, 0).astype(np.int32), mask
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--preset", default="nano", choices=sorted(PRESETS))
+    parser.add_argument("--vocab", type=int, default=1024)
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--prompt-len", type=int, default=32)
+    parser.add_argument("--new", type=int, default=64)
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--torch-threads", type=int, default=0, help="0 = torch's default")
+    args = parser.parse_args()
+
+    import torch
+    from transformers import GPT2LMHeadModel
+
+    if args.torch_threads:
+        torch.set_num_threads(args.torch_threads)
+    cfg = dataclasses.replace(PRESETS[args.preset], vocab_size=args.vocab)
+    model = init_model(cfg, seed=0)
+    graphdef, state = nnx.split(model)
+    ids, mask = make_batch(args.batch, args.prompt_len, args.vocab, seed=0)
+    never = args.vocab  # an EOS id no row can produce: fixed-length generation in both
+
+    def ours() -> np.ndarray:
+        out = generate(
+            graphdef, state, jnp.asarray(ids), jnp.asarray(mask), jax.random.key(0),
+            max_new_tokens=args.new, greedy=True, eos_id=never, pad_id=0,
+        )  # fmt: skip
+        return np.asarray(out.tokens)  # blocks until done
+
+    with tempfile.TemporaryDirectory() as tmp:
+        to_hf(model, cfg, tmp)
+        hf = GPT2LMHeadModel.from_pretrained(tmp).eval()
+    t_ids, t_mask = torch.tensor(ids, dtype=torch.long), torch.tensor(mask, dtype=torch.long)
+
+    def theirs() -> np.ndarray:
+        with torch.no_grad():
+            out = hf.generate(
+                input_ids=t_ids, attention_mask=t_mask, max_new_tokens=args.new,
+                min_new_tokens=args.new, do_sample=False, pad_token_id=0, eos_token_id=None,
+            )  # fmt: skip
+        return out[:, args.prompt_len :].numpy()
+
+    start = time.perf_counter()
+    our_tokens = ours()  # compile + first run
+    compile_s = time.perf_counter() - start
+    their_tokens = theirs()  # warm-up for torch too
+    assert their_tokens.shape == our_tokens.shape, (their_tokens.shape, our_tokens.shape)
+    ours_t, theirs_t = timed(ours, args.runs), timed(theirs, args.runs)
+    n_tokens = args.batch * args.new
+    result = {
+        "model": args.preset,
+        "params": int(sum(x.size for x in jax.tree.leaves(state))),
+        "batch": args.batch,
+        "prompt_len": args.prompt_len,
+        "new_tokens": args.new,
+        "runs": args.runs,
+        "jax_backend": jax.default_backend(),
+        "torch_threads": torch.get_num_threads(),
+        "ours_compile_plus_first_run_s": round(compile_s, 3),
+        "ours_tokens_per_s_best": round(n_tokens / min(ours_t), 1),
+        "ours_tokens_per_s_median": round(n_tokens / statistics.median(ours_t), 1),
+        "hf_tokens_per_s_best": round(n_tokens / min(theirs_t), 1),
+        "hf_tokens_per_s_median": round(n_tokens / statistics.median(theirs_t), 1),
+        "ratio_median": round(statistics.median(theirs_t) / statistics.median(ours_t), 2),
+        "greedy_token_agreement": float((our_tokens == their_tokens).mean()),
+    }
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()
