@@ -100,7 +100,7 @@ def test_raw_and_sampling_logprobs_match_teacher_forcing(split_model, prompts):
     rank = (logits > np.take_along_axis(logits, tokens, -1)).sum(-1)  # 0 = most likely
     assert (rank < top_k).all()
     # Same key, same tokens; key, temperature and eos_id are traced: no new compilation.
-    compiled = _generate._cache_size()
+    compiled = _generate.cache_size()
     kwargs = dict(max_new_tokens=N_NEW, top_k=top_k, pad_id=PAD)
     again = generate(
         *split_model, prompt_ids, prompt_mask, jax.random.key(1), temperature=temperature,
@@ -110,7 +110,7 @@ def test_raw_and_sampling_logprobs_match_teacher_forcing(split_model, prompts):
         *split_model, prompt_ids, prompt_mask, jax.random.key(2), temperature=1.3, eos_id=3,
         **kwargs,
     )  # fmt: skip
-    assert _generate._cache_size() == compiled
+    assert _generate.cache_size() == compiled
     np.testing.assert_array_equal(again.tokens, out.tokens)
     assert not np.array_equal(other.tokens, out.tokens)
 

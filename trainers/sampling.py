@@ -15,14 +15,13 @@ Two log-probs are returned per sampled token:
 
 from __future__ import annotations
 
-import functools
 from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from trainers.model import GPT, KVCache, positions_from_mask
+from trainers.model import GPT, GraphdefJit, KVCache, positions_from_mask
 
 
 class SampleOutput(NamedTuple):
@@ -116,12 +115,7 @@ def _record(loop: _Loop, temperature: jax.Array, opts: dict) -> _Loop:
     return loop._replace(key=key, done=done, out=out)
 
 
-@functools.partial(
-    jax.jit,
-    static_argnums=(0,),
-    static_argnames=("max_new_tokens", "top_k", "top_p", "greedy"),
-)
-def _generate(
+def _generate_impl(
     graphdef: nnx.GraphDef,
     state: nnx.State,
     prompt_ids: jax.Array,
@@ -176,6 +170,11 @@ def _generate(
         return _record(loop, temperature, opts)
 
     return jax.lax.while_loop(cond, body, loop).out
+
+
+_generate = GraphdefJit(
+    _generate_impl, static_argnames=("max_new_tokens", "top_k", "top_p", "greedy")
+)
 
 
 def generate(
