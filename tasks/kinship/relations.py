@@ -46,12 +46,20 @@ def any_siblings(g: KinGraph, x: int) -> list[tuple[int, bool]]:
 def _levels(start: Iterable[int], step: list[list[int]]) -> list[list[int]]:
     """Generations reached from `start` along `step` (parents or children): level k holds the
     distinct people exactly k steps away (a person may sit on several levels)."""
-    levels = [list(dict.fromkeys(start))]
+    level = list(dict.fromkeys(start))
+    levels = [level]
     while True:
-        nxt = list(dict.fromkeys(y for x in levels[-1] for y in step[x]))
+        seen: set[int] = set()
+        nxt = []
+        for x in level:
+            for y in step[x]:
+                if y not in seen:
+                    seen.add(y)
+                    nxt.append(y)
         if not nxt:
             return levels
         levels.append(nxt)
+        level = nxt
 
 
 def relatives(g: KinGraph, b: int) -> dict[int, list[Term]]:
@@ -62,6 +70,13 @@ def relatives(g: KinGraph, b: int) -> dict[int, list[Term]]:
     """
     P, C, S, G = g.parents, g.children, g.spouses, g.genders
     found: dict[int, set[Term]] = {}
+    sibling_memo: dict[int, list[tuple[int, bool]]] = {}
+
+    def siblings(x: int) -> list[tuple[int, bool]]:
+        known = sibling_memo.get(x)
+        if known is None:
+            known = sibling_memo[x] = any_siblings(g, x)
+        return known
 
     def add(a: int, row: int, specific: str, general: str | None) -> None:
         if a != b and G[a] >= 0:
@@ -82,13 +97,13 @@ def relatives(g: KinGraph, b: int) -> dict[int, list[Term]]:
             if G[a] >= 0:
                 add(a, *descendant_term(k, G[a]))
 
-    own_siblings = any_siblings(g, b)
+    own_siblings = siblings(b)
     for y, full in own_siblings:  # rows 3, 4
         add_simple(y, 3 if full else 4)
 
     for k in range(1, len(up)):  # rows 9 (k = 1) and 11 (k >= 2)
         for ancestor in up[k]:
-            for t, _ in any_siblings(g, ancestor):
+            for t, _ in siblings(ancestor):
                 for a in (t, *S[t]):
                     if G[a] >= 0:
                         if k == 1:
@@ -100,7 +115,7 @@ def relatives(g: KinGraph, b: int) -> dict[int, list[Term]]:
     # AnySib(q), or with B married to someone in AnySib(q).
     siblings_and_in_law = [y for y, _ in own_siblings]
     for s in S[b]:
-        siblings_and_in_law += [y for y, _ in any_siblings(g, s)]
+        siblings_and_in_law += [y for y, _ in siblings(s)]
     for q in dict.fromkeys(siblings_and_in_law):
         below = _levels([q], C)
         for k in range(1, len(below)):
@@ -119,7 +134,7 @@ def relatives(g: KinGraph, b: int) -> dict[int, list[Term]]:
         add_simple(s, 14)
         for a in P[s]:  # row 15
             add_simple(a, 15)
-        for a, _ in any_siblings(g, s):  # row 17, first clause
+        for a, _ in siblings(s):  # row 17, first clause
             add_simple(a, 17)
         for a in C[s]:  # row 19: B is A's step-parent
             if b not in P[a]:
