@@ -118,7 +118,11 @@ def _load_tensors(folder: pathlib.Path) -> dict[str, jax.Array]:
 
 
 def from_hf(
-    path_or_name: str | os.PathLike[str], *, value_head: bool = False, seed: int = 0, **overrides
+    path_or_name: str | os.PathLike[str],
+    *,
+    value_head: bool = False,
+    seed: int = 0,
+    **overrides: Any,
 ) -> tuple[GPT, GPTConfig]:
     """Load a GPT-2 checkpoint (HF layout) from a folder or hub name -> (model, config).
 

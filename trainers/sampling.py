@@ -47,7 +47,7 @@ def filter_logits(logits: jax.Array, top_k: int, top_p: float) -> jax.Array:
     top_p (the token crossing the threshold is kept, so at least one token always survives).
     Tokens tied with the last kept logit are kept too.
     """
-    if top_k > 0:
+    if 0 < top_k < logits.shape[-1]:  # top_k >= V keeps everything
         kth = jax.lax.top_k(logits, top_k)[0][:, -1:]  # (B, 1)
         logits = jnp.where(logits < kth, -jnp.inf, logits)
     if top_p < 1.0:
