@@ -31,6 +31,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
+from flax.traverse_util import unflatten_dict
 from safetensors import safe_open
 from safetensors.numpy import save_file
 
@@ -91,7 +92,13 @@ def _resolve(path_or_name: str | os.PathLike[str]) -> pathlib.Path:
     from huggingface_hub import snapshot_download  # only needed for hub names
 
     patterns = ["config.json", "*.safetensors", "model.safetensors.index.json"]
-    return pathlib.Path(snapshot_download(repo_id=str(path_or_name), allow_patterns=patterns))
+    try:
+        return pathlib.Path(snapshot_download(repo_id=str(path_or_name), allow_patterns=patterns))
+    except Exception as error:  # offline, unknown repo, bad name: all mean "not found" here
+        raise FileNotFoundError(
+            f"{path_or_name!r} is not a local folder and could not be fetched from the hub "
+            f"({type(error).__name__}: {error})"
+        ) from error
 
 
 def _load_tensors(folder: pathlib.Path) -> dict[str, jax.Array]:
@@ -134,6 +141,10 @@ def from_hf(
     hf_config = json.loads((folder / "config.json").read_text())
     cfg = config_from_hf(hf_config, value_head=value_head, **overrides)
     tensors = _load_tensors(folder)
+    _pop_tied_head(tensors)
+    if not value_head:  # a value head in the checkpoint is dropped on purpose
+        tensors.pop("v_head.weight", None)
+        tensors.pop("v_head.bias", None)
     graphdef, state = nnx.split(abstract_model(cfg))
     fresh_head = value_head and "v_head.weight" not in tensors
     if fresh_head:
@@ -153,29 +164,18 @@ def from_hf(
         if array.shape != leaf.shape:
             raise ValueError(f"{name}: checkpoint shape {array.shape} != model {leaf.shape}")
         pure[path] = jnp.asarray(array, dtype=cfg.weight_dtype)
-    _check_leftovers(tensors, pure[("wte", "embedding")])
-    nnx.replace_by_pure_dict(state, _unflatten(pure))
+    if tensors:
+        raise ValueError(f"unexpected tensors in checkpoint: {sorted(tensors)[:5]}")
+    nnx.replace_by_pure_dict(state, unflatten_dict(pure))
     return nnx.merge(graphdef, state), cfg
 
 
-def _check_leftovers(tensors: dict[str, jax.Array], wte: jax.Array) -> None:
+def _pop_tied_head(tensors: dict[str, jax.Array]) -> None:
+    """Drop lm_head.weight if present; it must be the token embedding (tied head)."""
     lm_head = tensors.pop("lm_head.weight", None)
-    if lm_head is not None and not np.array_equal(np.asarray(lm_head, np.float32), wte):
+    wte = tensors.get("transformer.wte.weight")
+    if lm_head is not None and wte is not None and not np.array_equal(lm_head, wte):
         raise ValueError("lm_head.weight differs from wte: untied heads are not supported")
-    tensors.pop("v_head.weight", None)  # present but value_head=False: dropped on purpose
-    tensors.pop("v_head.bias", None)
-    if tensors:
-        raise ValueError(f"unexpected tensors in checkpoint: {sorted(tensors)[:5]}")
-
-
-def _unflatten(flat: dict[tuple[Any, ...], Any]) -> dict[Any, Any]:
-    nested: dict[Any, Any] = {}
-    for path, value in flat.items():
-        node = nested
-        for part in path[:-1]:
-            node = node.setdefault(part, {})
-        node[path[-1]] = value
-    return nested
 
 
 def hf_config_dict(cfg: GPTConfig, **extra: Any) -> dict[str, Any]:
