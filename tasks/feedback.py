@@ -18,27 +18,29 @@ A preference between completions a and b is decided in this order:
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
+from tasks.fields import documented
+
 ANNOTATOR_MODELS = ("exact", "bradley_terry")
-
-
-def _doc(text: str, **kwargs: Any) -> Any:
-    return field(metadata={"help": text}, **kwargs)
 
 
 @dataclass(frozen=True)
 class AnnotatorConfig:
     """Noise model of a simulated annotator."""
 
-    model: str = _doc("base model: exact or bradley_terry", default="exact")
-    flip_rate: float = _doc("probability a label is flipped (epsilon), 0..0.5", default=0.0)
-    temperature: float = _doc("Bradley-Terry temperature T > 0", default=0.1)
-    length_bias: float = _doc("probability the longer completion wins outright, 0..1", default=0.0)
-    position_bias: float = _doc("probability the first-shown one wins outright, 0..1", default=0.0)
+    model: str = documented("base model: exact or bradley_terry", default="exact")
+    flip_rate: float = documented("probability a label is flipped (epsilon), 0..0.5", default=0.0)
+    temperature: float = documented("Bradley-Terry temperature T > 0", default=0.1)
+    length_bias: float = documented(
+        "probability the longer completion wins outright, 0..1", default=0.0
+    )
+    position_bias: float = documented(
+        "probability the first-shown one wins outright, 0..1", default=0.0
+    )
 
     def __post_init__(self) -> None:
         if self.model not in ANNOTATOR_MODELS:

@@ -8,8 +8,9 @@ A level is nothing but a preset of explicit knobs; any knob can be overridden on
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
+from tasks.fields import documented
 from tasks.kinship.graph import FamilyShape
 from tasks.kinship.names import POOLS, name_pool
 from tasks.kinship.terms import FAMILIES
@@ -18,46 +19,50 @@ QUESTION_TYPES = ("relation", "entity", "count", "yesno")
 MAX_LEVEL = 10
 
 
-def _doc(text: str, **kwargs):
-    return field(metadata={"help": text}, **kwargs)
-
-
 @dataclass(frozen=True)
 class KinshipConfig:
     """Knobs of the kinship task. `for_level(d)` gives the preset of difficulty d."""
 
-    difficulty: int = _doc("difficulty level 1..10 the other knobs were preset from", default=3)
-    generations: int = _doc("generations in the family tree, 2..8", default=3)
-    min_children: int = _doc("fewest children per couple, 0..6", default=1)
-    max_children: int = _doc("most children per couple, min_children..6", default=3)
-    marriage_prob: float = _doc("chance a born family member marries, 0..1", default=0.8)
-    remarriage_prob: float = _doc("chance a married member marries again, 0..1", default=0.2)
-    stepchild_prob: float = _doc("chance a second spouse brings a child, 0..1", default=0.5)
-    max_people: int = _doc("cap on the people of the main family, 3..200", default=14)
-    min_hops: int = _doc("fewest facts between the question's people, 1..12", default=1)
-    max_hops: int = _doc("most facts between the question's people, min_hops..12", default=3)
-    sibling_fact_prob: float = _doc(
+    difficulty: int = documented(
+        "difficulty level 1..10 the other knobs were preset from", default=3
+    )
+    generations: int = documented("generations in the family tree, 2..8", default=3)
+    min_children: int = documented("fewest children per couple, 0..6", default=1)
+    max_children: int = documented("most children per couple, min_children..6", default=3)
+    marriage_prob: float = documented("chance a born family member marries, 0..1", default=0.8)
+    remarriage_prob: float = documented("chance a married member marries again, 0..1", default=0.2)
+    stepchild_prob: float = documented("chance a second spouse brings a child, 0..1", default=0.5)
+    max_people: int = documented("cap on the people of the main family, 3..200", default=14)
+    min_hops: int = documented("fewest facts between the question's people, 1..12", default=1)
+    max_hops: int = documented("most facts between the question's people, min_hops..12", default=3)
+    sibling_fact_prob: float = documented(
         "chance a parent-child-parent step is stated as one sibling fact, 0..1", default=0.3
     )
-    supporting_facts: int = _doc("noise: redundant true facts among mentioned people", default=0)
-    irrelevant_facts: int = _doc("noise: true facts hanging off the question's path", default=0)
-    disconnected_facts: int = _doc("noise: facts about a second, unrelated family", default=0)
-    phrasings: int = _doc(
+    supporting_facts: int = documented(
+        "noise: redundant true facts among mentioned people", default=0
+    )
+    irrelevant_facts: int = documented(
+        "noise: true facts hanging off the question's path", default=0
+    )
+    disconnected_facts: int = documented("noise: facts about a second, unrelated family", default=0)
+    phrasings: int = documented(
         "phrasings in use per fact kind, 1..4 (1 = one fixed template)", default=2
     )
-    shuffle_facts: bool = _doc("shuffle the facts (else they follow the path)", default=False)
-    reasoning: bool = _doc(
+    shuffle_facts: bool = documented("shuffle the facts (else they follow the path)", default=False)
+    reasoning: bool = documented(
         "reference completions give the path's facts before the answer", default=True
     )
-    question_weights: tuple[float, float, float, float] = _doc(
+    question_weights: tuple[float, float, float, float] = documented(
         "weights of the relation, entity, count and yes/no questions", default=(1, 1, 1, 1)
     )
-    max_answers: int = _doc("most people an entity or count question is built around", default=3)
-    relation_families: tuple[str, ...] = _doc(
+    max_answers: int = documented(
+        "most people an entity or count question is built around", default=3
+    )
+    relation_families: tuple[str, ...] = documented(
         "relation families questions may be about (empty = all 20)", default=()
     )
-    locale: str = _doc("Faker locale(s) of the names, comma-separated", default="en_US")
-    name_pool: str = _doc(
+    locale: str = documented("Faker locale(s) of the names, comma-separated", default="en_US")
+    name_pool: str = documented(
         "names from the 'all', 'train' or 'heldout' part of the pool", default="all"
     )
 

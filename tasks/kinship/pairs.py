@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from tasks.feedback import AnnotatorConfig, label, prefer
+from tasks.fields import documented
 from tasks.kinship.config import KinshipConfig
 from tasks.kinship.generator import make_example
 from tasks.kinship.negatives import NEGATIVE_KINDS, make_negative
@@ -24,10 +25,6 @@ from tasks.kinship.negatives import NEGATIVE_KINDS, make_negative
 # reward difference: exact annotators see it, Bradley-Terry ones barely (outcome-only raters).
 PROCESS_BONUS = 1e-3
 _ANNOTATOR_STREAM = 0xA77
-
-
-def _doc(text: str, **kwargs: Any) -> Any:
-    return field(metadata={"help": text}, **kwargs)
 
 
 def default_negative_weights() -> tuple[tuple[str, float], ...]:
@@ -39,14 +36,16 @@ class FeedbackConfig:
     """How pairs and binary feedback are made and labelled."""
 
     annotator: AnnotatorConfig = field(default_factory=AnnotatorConfig)
-    negative_weights: tuple[tuple[str, float], ...] = _doc(
+    negative_weights: tuple[tuple[str, float], ...] = documented(
         "weights of the negative kinds (broken_chain is off by default)",
         default_factory=default_negative_weights,
     )
-    min_margin: float = _doc(
+    min_margin: float = documented(
         "minimum gold-reward gap between the better and worse, 0..1", default=0.0
     )
-    desirable_fraction: float = _doc("binary feedback: share of desirable completions", default=0.5)
+    desirable_fraction: float = documented(
+        "binary feedback: share of desirable completions", default=0.5
+    )
 
     def __post_init__(self) -> None:
         unknown = [k for k, _ in self.negative_weights if k not in NEGATIVE_KINDS]
