@@ -221,7 +221,14 @@ class SplitWriters:
 
 def run_jobs(jobs: list[ChunkJob], num_proc: int, total: int, progress: bool) -> Iterator[Chunk]:
     """Run chunk jobs in order, in this process or a pool, with a progress bar (rate, ETA)."""
-    bar = tqdm(total=total, unit="ex", disable=not progress, smoothing=0.1, dynamic_ncols=True)
+    bar = tqdm(
+        total=total,
+        unit="ex",
+        disable=not progress,
+        smoothing=0.1,
+        mininterval=0.5,
+        dynamic_ncols=True,
+    )
     try:
         if num_proc <= 1:
             results: Iterator[Chunk] = map(run_chunk, jobs)
