@@ -1,0 +1,231 @@
+"""Supervised data: a `kinrl generate` folder -> token sequences -> padded, bucketed batches.
+
+A sequence is `prompt + completion + EOS`; the loss mask is 1 on completion tokens and the EOS
+(the tokens the model must learn to produce), 0 on the prompt and padding. Batches are padded
+on the right to a length bucket (the next multiple of `bucket`, capped at `max_length`), so a
+whole run compiles the train step for a handful of shapes only.
+
+Order: epoch `e` is a permutation drawn from `(seed, e)`; inside windows of `length_grouping`
+batches, examples are sorted by length before being cut into batches (less padding) and the
+batches of a window are shuffled again. Batch `k` of a run is thus a pure function of
+`(seed, k)`: the iterator's whole state is its position, which goes into every checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import numpy as np
+
+EXAMPLES_KIND = "kinship/examples"
+BUCKET = 32
+
+
+def read_data_config(data_dir: str | Path, kind: str = EXAMPLES_KIND) -> dict[str, Any]:
+    """The `config.json` of a dataset folder, checked to be of `kind`; ValueError otherwise."""
+    path = Path(data_dir) / "config.json"
+    if not Path(data_dir).is_dir():
+        raise ValueError(f"data folder {data_dir} does not exist")
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        raise ValueError(f"{data_dir} is not a dataset folder (no readable config.json)") from None
+    if not isinstance(config, dict) or config.get("kind") != kind:
+        found = config.get("kind") if isinstance(config, dict) else None
+        raise ValueError(f"{data_dir} holds {found!r} data, expected {kind!r}")
+    return config
+
+
+def split_path(data_dir: str | Path, split: str) -> Path:
+    """The file of `split` (`.jsonl` or `.parquet`); ValueError naming the splits there are."""
+    for suffix in (".jsonl", ".parquet"):
+        path = Path(data_dir) / f"{split}{suffix}"
+        if path.is_file():
+            return path
+    have = sorted(
+        {p.stem for p in Path(data_dir).glob("*.jsonl")}
+        | {p.stem for p in Path(data_dir).glob("*.parquet")}
+    )
+    raise ValueError(f"{data_dir} has no split {split!r} (it has: {', '.join(have) or 'none'})")
+
+
+def has_split(data_dir: str | Path, split: str) -> bool:
+    return any((Path(data_dir) / f"{split}{suffix}").is_file() for suffix in (".jsonl", ".parquet"))
+
+
+def load_records(data_dir: str | Path, split: str) -> list[dict[str, Any]]:
+    """All records of one split of a `kinship/examples` folder."""
+    read_data_config(data_dir)
+    path = split_path(data_dir, split)
+    if path.suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        return pq.read_table(path).to_pylist()
+    with path.open(encoding="utf-8") as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+@dataclass(frozen=True)
+class TokenizedSplit:
+    """Token sequences of one split. `tokens[i]` is (L_i,) int32: prompt, completion, EOS.
+
+    `prompt_lengths[i]` counts the prompt tokens; `dropped` is how many records were longer
+    than the model's context and left out.
+    """
+
+    tokens: tuple[np.ndarray, ...]
+    prompt_lengths: np.ndarray
+    dropped: int = 0
+
+    def __len__(self) -> int:
+        return len(self.tokens)
+
+    @property
+    def lengths(self) -> np.ndarray:
+        return np.array([len(t) for t in self.tokens], dtype=np.int64)
+
+
+def tokenize_examples(
+    records: Sequence[dict[str, Any]], tokenizer, max_length: int
+) -> TokenizedSplit:
+    """Tokenise `prompt` and `completion` separately (so the mask boundary is exact) and join
+    them with a final EOS; sequences longer than `max_length` are dropped and counted."""
+    prompts = tokenizer([r["prompt"] for r in records], add_special_tokens=False)["input_ids"]
+    completions = tokenizer([r["completion"] for r in records], add_special_tokens=False)[
+        "input_ids"
+    ]
+    eos = tokenizer.eos_token_id
+    tokens, prompt_lengths = [], []
+    for prompt, completion in zip(prompts, completions, strict=True):
+        if len(prompt) + len(completion) + 1 > max_length:
+            continue
+        tokens.append(np.array([*prompt, *completion, eos], dtype=np.int32))
+        prompt_lengths.append(len(prompt))
+    return TokenizedSplit(
+        tuple(tokens), np.array(prompt_lengths, np.int64), dropped=len(records) - len(tokens)
+    )
+
+
+def bucket_length(length: int, max_length: int, bucket: int = BUCKET) -> int:
+    """The padded length for a batch whose longest sequence has `length` tokens."""
+    return min(-(-length // bucket) * bucket, max_length)
+
+
+class Batch(NamedTuple):
+    """One optimizer step of data, split into `A` micro-batches of `B` sequences of `T` slots.
+
+    tokens:         (A, B, T) int32, right-padded with the pad id
+    attention_mask: (A, B, T) int32, 1 on real tokens
+    loss_mask:      (A, B, T) float32, 1 on tokens to predict (completion and EOS)
+    """
+
+    tokens: np.ndarray
+    attention_mask: np.ndarray
+    loss_mask: np.ndarray
+
+
+def make_batch(
+    data: TokenizedSplit,
+    indices: np.ndarray,
+    *,
+    grad_accum: int,
+    pad_id: int,
+    max_length: int,
+    bucket: int = BUCKET,
+) -> Batch:
+    """Pad the sequences `indices` (A * B of them, in order) into one `Batch`."""
+    n = len(indices)
+    if n % grad_accum:
+        raise ValueError(f"{n} sequences do not split into {grad_accum} micro-batches")
+    width = bucket_length(max(len(data.tokens[i]) for i in indices), max_length, bucket)
+    tokens = np.full((n, width), pad_id, np.int32)
+    attention = np.zeros((n, width), np.int32)
+    loss = np.zeros((n, width), np.float32)
+    for row, i in enumerate(indices):
+        seq = data.tokens[i]
+        tokens[row, : len(seq)] = seq
+        attention[row, : len(seq)] = 1
+        loss[row, data.prompt_lengths[i] : len(seq)] = 1.0
+    shape = (grad_accum, n // grad_accum, width)
+    return Batch(tokens.reshape(shape), attention.reshape(shape), loss.reshape(shape))
+
+
+def epoch_order(
+    lengths: np.ndarray, batch_examples: int, seed: int, epoch: int, length_grouping: int
+) -> np.ndarray:
+    """(steps_per_epoch, batch_examples) example indices of epoch `epoch`; a pure function.
+
+    The last partial batch of an epoch is dropped (the next epoch reshuffles everything).
+    """
+    n = len(lengths)
+    steps = n // batch_examples
+    if steps == 0:
+        raise ValueError(f"a batch needs {batch_examples} examples but the split has only {n}")
+    rng = np.random.default_rng([seed, epoch])
+    order = rng.permutation(n)[: steps * batch_examples]
+    window = max(length_grouping, 1) * batch_examples
+    batches = []
+    for start in range(0, len(order), window):
+        chunk = order[start : start + window]
+        chunk = chunk[np.argsort(lengths[chunk], kind="stable")]
+        group = chunk.reshape(-1, batch_examples)
+        batches.append(group[rng.permutation(len(group))])
+    return np.concatenate(batches)
+
+
+class BatchIterator(Iterator[Batch]):
+    """Endless deterministic batches of one split; `position` (steps taken) is its state."""
+
+    def __init__(
+        self,
+        data: TokenizedSplit,
+        *,
+        batch_size: int,
+        grad_accum: int,
+        seed: int,
+        pad_id: int,
+        max_length: int,
+        length_grouping: int = 1,
+        position: int = 0,
+    ) -> None:
+        self.data = data
+        self.batch_examples = batch_size * grad_accum
+        self.grad_accum = grad_accum
+        self.seed = seed
+        self.pad_id = pad_id
+        self.max_length = max_length
+        self.length_grouping = length_grouping
+        self.position = position
+        self._lengths = data.lengths
+        self.steps_per_epoch = len(data) // self.batch_examples
+        self._epoch, self._order = -1, np.empty((0, 0), np.int64)
+        if self.steps_per_epoch == 0:
+            raise ValueError(
+                f"batch_size * grad_accum = {self.batch_examples} exceeds the "
+                f"{len(data)} training examples"
+            )
+
+    def indices(self, step: int) -> np.ndarray:
+        """(batch_size * grad_accum,) example indices of step `step` of the run."""
+        epoch, within = divmod(step, self.steps_per_epoch)
+        if epoch != self._epoch:
+            self._order = epoch_order(
+                self._lengths, self.batch_examples, self.seed, epoch, self.length_grouping
+            )
+            self._epoch = epoch
+        return self._order[within]
+
+    def __next__(self) -> Batch:
+        batch = make_batch(
+            self.data,
+            self.indices(self.position),
+            grad_accum=self.grad_accum,
+            pad_id=self.pad_id,
+            max_length=self.max_length,
+        )
+        self.position += 1
+        return batch
