@@ -1,0 +1,161 @@
+"""Greedy-decoding accuracy on a kinship split, overall and broken down.
+
+Each prompt is completed greedily by the KV-cache sampler and scored by the gold reward
+(`tasks.kinship.score`); an example counts as correct when its score is exactly 1. Breakdowns:
+question type, difficulty, hops, and relation family (of the answer term for relation
+questions, of the queried term otherwise).
+
+    report = evaluate_run("runs/sft-l1", "data/l1", split="test")
+    report["accuracy"], report["by_question_type"]["count"]["accuracy"]
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import jax
+import numpy as np
+from flax import nnx
+
+from tasks.kinship import score
+from tasks.kinship.terms import family_of
+from trainers.checkpoint import load_run
+from trainers.data import bucket_length, load_records
+from trainers.sampling import generate
+from trainers.tokenizer import decode
+
+
+def complete(
+    model: Any,
+    tokenizer: Any,
+    prompts: Sequence[str],
+    *,
+    batch_size: int = 64,
+    max_new_tokens: int | None = None,
+    temperature: float = 0.0,
+    seed: int = 0,
+) -> list[str | None]:
+    """Completions of `prompts` (greedy when `temperature` is 0), decoded as the task writes
+    text, without the EOS.
+
+    Prompts are sorted by length, left-padded to a 32-token bucket and decoded `batch_size`
+    at a time (a short last batch is filled with copies, so shapes repeat and each bucket
+    compiles once). `max_new_tokens` defaults to the room left in the context. A prompt that
+    leaves no room to answer gets None.
+    """
+    graphdef, state = nnx.split(model)
+    n_positions = model.cfg.n_positions
+    encoded = tokenizer(list(prompts), add_special_tokens=False)["input_ids"]
+    completions: list[str | None] = [None] * len(encoded)
+    order = [int(i) for i in np.argsort([len(e) for e in encoded], kind="stable")]
+    order = [i for i in order if len(encoded[i]) < n_positions]
+    key = jax.random.key(seed)
+    for start in range(0, len(order), batch_size):
+        chunk = order[start : start + batch_size]
+        ids, mask = _left_pad([encoded[i] for i in chunk], batch_size, n_positions,
+                              tokenizer.pad_token_id)  # fmt: skip
+        room = n_positions - ids.shape[1]
+        key, step_key = jax.random.split(key)
+        out = generate(
+            graphdef, state, ids, mask, step_key,
+            max_new_tokens=room if max_new_tokens is None else min(max_new_tokens, room),
+            temperature=temperature or 1.0, greedy=temperature == 0,
+            eos_id=tokenizer.eos_token_id, pad_id=tokenizer.pad_token_id,
+        )  # fmt: skip
+        tokens, lengths = np.asarray(out.tokens), np.asarray(out.lengths)
+        for row, index in enumerate(chunk):
+            completions[index] = decode(tokenizer, tokens[row, : lengths[row]])
+    return completions
+
+
+def _left_pad(
+    sequences: list[list[int]], rows: int, n_positions: int, pad_id: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """(rows, T) ids and 0/1 mask, left-padded to a bucket of T; missing rows repeat the last
+    sequence (their outputs are ignored)."""
+    width = bucket_length(max(len(s) for s in sequences), n_positions - 1)
+    ids = np.full((rows, width), pad_id, np.int32)
+    mask = np.zeros((rows, width), np.int32)
+    for row in range(rows):
+        seq = sequences[min(row, len(sequences) - 1)]
+        ids[row, width - len(seq) :] = seq
+        mask[row, width - len(seq) :] = 1
+    return ids, mask
+
+
+def relation_family(record: dict[str, Any]) -> str:
+    """The relation family an example is about: its answer's for relation questions, the
+    queried term's otherwise."""
+    if record["question_type"] == "relation":
+        return family_of(record["answer"])
+    return family_of(record["query"]["term"])
+
+
+def accuracy_report(
+    records: Sequence[dict[str, Any]], completions: Sequence[str | None]
+) -> dict[str, Any]:
+    """{"accuracy", "n", "mean_score", "by_question_type", "by_difficulty", "by_hops",
+    "by_family"}; each breakdown maps a value to {"accuracy", "n"}."""
+    scores = [0.0 if c is None else score(r, c) for r, c in zip(records, completions, strict=True)]
+    correct = [s == 1.0 for s in scores]
+    keys = {
+        "by_question_type": lambda r: r["question_type"],
+        "by_difficulty": lambda r: str(r["difficulty"]),
+        "by_hops": lambda r: str(r["hops"]),
+        "by_family": relation_family,
+    }
+    report: dict[str, Any] = {
+        "accuracy": float(np.mean(correct)) if correct else 0.0,
+        "n": len(records),
+        "mean_score": float(np.mean(scores)) if scores else 0.0,
+        "no_room": sum(c is None for c in completions),
+    }
+    for name, key in keys.items():
+        groups: dict[str, list[bool]] = defaultdict(list)
+        for record, ok in zip(records, correct, strict=True):
+            groups[key(record)].append(ok)
+        report[name] = {
+            value: {"accuracy": float(np.mean(oks)), "n": len(oks)}
+            for value, oks in sorted(groups.items(), key=lambda item: _sort_key(item[0]))
+        }
+    return report
+
+
+def _sort_key(value: str) -> tuple[int, Any]:
+    return (0, int(value)) if value.isdigit() else (1, value)
+
+
+def evaluate(
+    model: Any, tokenizer: Any, records: Sequence[dict[str, Any]], *, batch_size: int = 64
+) -> dict[str, Any]:
+    """Greedy accuracy report (see `accuracy_report`) of `model` on `records`."""
+    completions = complete(model, tokenizer, [r["prompt"] for r in records], batch_size=batch_size)
+    return accuracy_report(records, completions)
+
+
+def evaluate_run(
+    run_dir: str | Path,
+    data_dir: str | Path,
+    split: str = "test",
+    *,
+    limit: int | None = None,
+    batch_size: int = 64,
+    json_path: str | Path | None = None,
+) -> dict[str, Any]:
+    """Greedy accuracy of a run's latest checkpoint on `split` of a dataset folder (the first
+    `limit` records if given), also written as JSON to `json_path` when given."""
+    model, _, tokenizer = load_run(run_dir)
+    records = load_records(data_dir, split)[:limit]
+    report = {
+        "run": str(run_dir),
+        "data": str(data_dir),
+        "split": split,
+        **evaluate(model, tokenizer, records, batch_size=batch_size),
+    }
+    if json_path is not None:
+        Path(json_path).write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    return report
