@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import sys
 import typing
 from collections.abc import Sequence
@@ -159,6 +160,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--desirable-ratio", default="1:1", metavar="D:U", help="binary feedback, e.g. 1:4"
     )
     gen.set_defaults(run=_run_generate)
+    _add_train_commands(commands)
+    _add_eval_commands(commands)
     return parser
 
 
@@ -224,6 +227,163 @@ def _feedback_config(args: argparse.Namespace):
         min_margin=args.min_margin,
         desirable_fraction=parse_ratio(args.desirable_ratio),
     )
+
+
+def _add_dataclass_options(group: Any, config_class: type) -> None:
+    """One option per field of a flat config dataclass, its help from the field's doc."""
+    hints = typing.get_type_hints(config_class)
+    for f in dataclasses.fields(config_class):
+        flag = "--" + f.name.replace("_", "-")
+        help_text = f"{f.metadata.get('help', '')} (default {f.default})"
+        if hints[f.name] is bool:
+            group.add_argument(flag, action=argparse.BooleanOptionalAction, help=help_text)
+        else:
+            metavar = f.name.upper()
+            group.add_argument(flag, type=hints[f.name], metavar=metavar, help=help_text)
+
+
+class _LazyParser(_Parser):
+    """A sub-command parser that adds its options only when that sub-command is parsed, so
+    that `kinrl generate` never imports jax."""
+
+    def __init__(self, *args: Any, add_options: Any = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._add_options = add_options
+
+    def parse_known_args(self, args: Any = None, namespace: Any = None) -> Any:
+        if self._add_options is not None:
+            add, self._add_options = self._add_options, None
+            add(self)
+        return super().parse_known_args(args, namespace)
+
+
+def _add_train_commands(commands: Any) -> None:
+    train = commands.add_parser("train", help="train a model (sft)", description="Train a model.")
+    methods = train.add_subparsers(dest="method", required=True, parser_class=_LazyParser)
+    methods.add_parser(
+        "sft",
+        help="supervised fine-tuning on prompt/completion data",
+        description="Supervised fine-tuning on a `kinrl generate` folder; rerun the same "
+        "command to resume a crashed run from its last checkpoint.",
+        add_options=_sft_options,
+    )
+
+
+def _sft_options(sft: argparse.ArgumentParser) -> None:
+    from trainers.sft import SFTConfig
+
+    sft.add_argument("--data", required=True, metavar="DIR", help="dataset folder (examples)")
+    sft.add_argument("--out", required=True, metavar="RUN", help="run folder (created)")
+    sft.add_argument(
+        "--init", metavar="RUN_OR_HF", help="start from a run folder or a HF GPT-2 folder/name"
+    )
+    sft.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_dataclass_options(sft.add_argument_group("training"), SFTConfig)
+    hosts = sft.add_argument_group("several hosts (jax.distributed; leave out on one host)")
+    hosts.add_argument("--coordinator-address", metavar="HOST:PORT", help="process 0's address")
+    hosts.add_argument("--num-processes", type=_count, metavar="N", help="processes in all")
+    hosts.add_argument("--process-id", type=_seed, metavar="I", help="this process, 0..N-1")
+    sft.set_defaults(run=_run_train_sft)
+
+
+def _run_train_sft(args: argparse.Namespace) -> int:
+    from trainers.sft import SFTConfig, prepare_sft, run_sft
+    from trainers.sharding import initialize_distributed
+
+    initialize_distributed(args.coordinator_address, args.num_processes, args.process_id)
+    try:  # every check of the user's input happens here, before any training
+        config = SFTConfig(**_config_overrides(args, SFTConfig))
+        mesh, setup = prepare_sft(config, args.data, args.out, args.init)
+    except ValueError as error:
+        raise UsageError(_field_as_option(str(error).splitlines()[0], SFTConfig)) from None
+    try:
+        summary = run_sft(config, setup, mesh, args.out, progress=not args.quiet)
+    except KeyboardInterrupt:
+        print("kinrl: interrupted; rerun the same command to resume", file=sys.stderr)
+        return 130
+    shown = {k: round(v, 4) if isinstance(v, float) else v for k, v in summary.items()}
+    print(f"trained {args.out}: {json.dumps(shown)}")
+    return 0
+
+
+def _field_as_option(message: str, config_class: type) -> str:
+    """'batch_size must be ...' -> '--batch-size must be ...' for a field of `config_class`."""
+    head, _, rest = message.partition(" ")
+    if head in {f.name for f in dataclasses.fields(config_class)}:
+        return f"--{head.replace('_', '-')} {rest}"
+    return message
+
+
+def _add_eval_commands(commands: Any) -> None:
+    ev = commands.add_parser(
+        "eval",
+        help="greedy accuracy of a run on a dataset split",
+        description="Greedy-decode a split with a run's latest checkpoint and score it with "
+        "the gold reward: accuracy overall and by question type, difficulty, hops, family.",
+    )
+    ev.add_argument("--run", dest="run_dir", required=True, metavar="RUN", help="run folder")
+    ev.add_argument("--data", required=True, metavar="DIR", help="dataset folder (examples)")
+    ev.add_argument("--split", default="test", help="split to evaluate (default test)")
+    ev.add_argument("--json", metavar="FILE", help="also write the report here")
+    ev.add_argument("--limit", type=_count, metavar="N", help="only the first N records")
+    ev.add_argument("--batch-size", type=_count, default=64, help="prompts decoded at once")
+    ev.set_defaults(run=_run_eval)
+    sample = commands.add_parser(
+        "sample",
+        help="complete one prompt with a run's model",
+        description="Complete a prompt (\\n in TEXT is a newline) with a run's latest "
+        "checkpoint; greedy unless --temperature > 0.",
+    )
+    sample.add_argument("--run", dest="run_dir", required=True, metavar="RUN", help="run folder")
+    sample.add_argument("--prompt", required=True, metavar="TEXT", help="the prompt")
+    sample.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
+    sample.add_argument("--max-new-tokens", type=_count, metavar="N", help="cap on new tokens")
+    sample.add_argument("--seed", type=_seed, default=0, help="sampling seed")
+    sample.set_defaults(run=_run_sample)
+
+
+def _run_eval(args: argparse.Namespace) -> int:
+    from evaluators.accuracy import evaluate
+    from trainers.checkpoint import load_run
+    from trainers.data import load_records
+
+    try:
+        model, _, tokenizer = load_run(args.run_dir)
+        records = load_records(args.data, args.split)[: args.limit]
+    except ValueError as error:
+        raise UsageError(str(error).splitlines()[0]) from None
+    report = evaluate(model, tokenizer, records, batch_size=args.batch_size)
+    report = {"run": args.run_dir, "data": args.data, "split": args.split, **report}
+    if args.json:
+        with open(args.json, "w", encoding="utf-8") as f:
+            f.write(json.dumps(report, indent=2) + "\n")
+    print(json.dumps({k: v for k, v in report.items() if not k.startswith("by_")}))
+    for name in ("by_question_type", "by_hops", "by_family"):
+        cells = ", ".join(f"{k} {v['accuracy']:.3f} (n={v['n']})" for k, v in report[name].items())
+        print(f"{name}: {cells}")
+    return 0
+
+
+def _run_sample(args: argparse.Namespace) -> int:
+    from evaluators.accuracy import complete
+    from trainers.checkpoint import load_run
+
+    if args.temperature < 0:
+        raise UsageError(f"--temperature must be >= 0 (got {args.temperature})")
+    prompt = args.prompt.replace("\\n", "\n")
+    prompt = prompt if prompt.endswith("\n") else prompt + "\n"
+    try:
+        model, _, tokenizer = load_run(args.run_dir)
+    except ValueError as error:
+        raise UsageError(str(error).splitlines()[0]) from None
+    [completion] = complete(
+        model, tokenizer, [prompt], batch_size=1, max_new_tokens=args.max_new_tokens,
+        temperature=args.temperature, seed=args.seed,
+    )  # fmt: skip
+    if completion is None:
+        raise UsageError("--prompt leaves no room in the model's context to answer")
+    print(completion)
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:

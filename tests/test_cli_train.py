@@ -1,0 +1,81 @@
+"""`kinrl train sft`, `kinrl eval`, `kinrl sample`: a tiny run end to end, and bad input as one
+line on stderr with exit status 2."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from kinrl.cli import main
+from tasks.kinship import KinshipConfig, generate_dataset
+from trainers.model import PRESETS, GPTConfig
+
+TINY = GPTConfig(vocab_size=1, n_positions=64, n_embd=32, n_layer=2, n_head=2)
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("data") / "l1"
+    generate_dataset(out, KinshipConfig.for_level(1), 200, seed=11, progress=False)
+    return out
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory, data_dir) -> Path:
+    """A tiny run trained through the CLI (module-scoped: several tests read it)."""
+    run = tmp_path_factory.mktemp("runs") / "sft"
+    PRESETS["tiny"] = TINY
+    try:
+        argv = ["train", "sft", "--data", str(data_dir), "--out", str(run), "--preset", "tiny"]
+        argv += ["--steps", "6", "--batch-size", "8", "--warmup-steps", "1", "--quiet"]
+        assert main(argv) == 0
+    finally:
+        del PRESETS["tiny"]
+    return run
+
+
+def test_train_eval_and_sample(run_dir, data_dir, tmp_path, capsys):
+    capsys.readouterr()
+    report_path = tmp_path / "report.json"
+    argv = ["eval", "--run", str(run_dir), "--data", str(data_dir), "--split", "test"]
+    assert main([*argv, "--limit", "8", "--json", str(report_path)]) == 0
+    report = json.loads(report_path.read_text())
+    assert report["n"] == 8 and 0.0 <= report["accuracy"] <= 1.0
+    assert sum(cell["n"] for cell in report["by_question_type"].values()) == 8
+    assert set(report) >= {"by_difficulty", "by_hops", "by_family", "mean_score"}
+    assert json.loads(capsys.readouterr().out.splitlines()[0])["n"] == 8
+    prompt = "Ann is Bob's mother.\\nQuestion: Who is Bob's mother?"
+    assert main(["sample", "--run", str(run_dir), "--prompt", prompt, "--max-new-tokens", "5"]) == 0
+    assert len(capsys.readouterr().out.splitlines()) <= 6  # 5 tokens at most
+
+
+def _error(capsys, argv: list[str]) -> str:
+    capsys.readouterr()
+    assert main(argv) == 2
+    captured = capsys.readouterr()
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("kinrl: error: "), captured.err
+    return lines[0]
+
+
+def test_bad_input_is_one_line_and_status_2(tmp_path, data_dir, run_dir, capsys):
+    train = ["train", "sft", "--data", str(data_dir), "--out", str(tmp_path / "new")]
+    assert "--preset must be one of nano" in _error(capsys, [*train, "--preset", "huge"])
+    assert "--batch-size must be an integer >= 1" in _error(capsys, [*train, "--batch-size", "0"])
+    wrong_kind = ["train", "sft", "--data", str(run_dir), "--out", str(tmp_path / "x")]
+    assert "expected 'kinship/examples'" in _error(capsys, wrong_kind)
+    missing = ["eval", "--run", str(tmp_path / "nothing"), "--data", str(data_dir)]
+    assert "does not exist" in _error(capsys, missing)
+    corrupt = tmp_path / "corrupt"
+    corrupt.mkdir()
+    (corrupt / "config.json").write_text("{truncated")
+    assert "not a run folder" in _error(capsys, ["sample", "--run", str(corrupt), "--prompt", "x"])
+    assert "no split 'dev'" in _error(
+        capsys, ["eval", "--run", str(run_dir), "--data", str(data_dir), "--split", "dev"]
+    )
+    busy = tmp_path / "busy"
+    busy.mkdir()
+    (busy / "notes.txt").write_text("not a run")
+    assert "not a run folder" in _error(capsys, [*train[:-1], str(busy)])
