@@ -1,0 +1,99 @@
+"""Reward model: the value head read at the last real token, a trunk kept from the initial
+model, the calibration error on hand-computed cases, config validation, and a tiny end-to-end
+run that reports held-out accuracy and stores the reward offset."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from pathlib import Path
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from tasks.kinship import KinshipConfig, generate_dataset
+from tasks.kinship.pairs import FeedbackConfig
+from trainers.checkpoint import load_run
+from trainers.model import GPTConfig, init_model
+from trainers.preference_data import PREFERENCE_KIND, load_feedback_records
+from trainers.reward_model import (
+    RewardModelConfig,
+    expected_calibration_error,
+    mean_reference_reward,
+    read_reward_offset,
+    sequence_rewards,
+    train_reward_model,
+    with_value_head,
+)
+
+TINY = GPTConfig(vocab_size=64, n_positions=32, n_embd=32, n_layer=2, n_head=2)
+
+
+def test_reward_is_the_value_at_the_last_real_token():
+    model, _ = with_value_head(init_model(TINY, 0), TINY, seed=1)
+    tokens = jnp.array([[5, 6, 7, 8, 0, 0], [9, 10, 11, 12, 13, 14]])
+    attention = jnp.array([[1, 1, 1, 1, 0, 0], [1, 1, 1, 1, 1, 1]])
+    rewards = sequence_rewards(model, tokens, attention)
+    values = model.value(model.hidden_states(tokens, attention))
+    np.testing.assert_allclose(rewards, [values[0, 3], values[1, 5]])
+    alone = sequence_rewards(model, tokens[:1, :4], attention[:1, :4])  # no padding at all
+    np.testing.assert_allclose(rewards[0], alone[0], rtol=1e-5, atol=1e-6)
+
+
+def test_value_head_is_added_to_the_initial_trunk():
+    base = init_model(TINY, 0)
+    model, cfg = with_value_head(base, TINY, seed=1)
+    assert cfg.value_head and model.value_head is not None
+    np.testing.assert_array_equal(model.wte.embedding[...], base.wte.embedding[...])
+    np.testing.assert_array_equal(model.h[1].mlp.c_fc.kernel[...], base.h[1].mlp.c_fc.kernel[...])
+    assert with_value_head(model, cfg, seed=2)[0] is model
+
+
+def test_calibration_error_hand_cases():
+    log3 = math.log(3.0)  # sigmoid(log 3) = 0.75
+    assert expected_calibration_error(np.full(4, log3)) == pytest.approx(0.25)  # 100% vs 75%
+    assert expected_calibration_error(np.array([log3, -log3])) == pytest.approx(0.25)  # 50 vs 75
+    assert expected_calibration_error(np.zeros(3)) == pytest.approx(0.5)  # ties count as wrong
+    # calibrated: 3 of 4 right at confidence 0.75
+    assert expected_calibration_error(np.array([log3, log3, log3, -log3])) == pytest.approx(0.0)
+    # two bins: 0.75 (all right) and 0.99 (all right), weights 1/2 each
+    margins = np.array([log3, math.log(99.0)])
+    assert expected_calibration_error(margins) == pytest.approx(0.5 * 0.25 + 0.5 * 0.01)
+
+
+@pytest.mark.parametrize(("field", "value"), [("offset_examples", 0), ("calibration_bins", 0),
+                                              ("clip_norm", 0.0), ("steps", 0)])  # fmt: skip
+def test_config_validation_names_the_field(field, value):
+    with pytest.raises(ValueError, match=f"^{field} must"):
+        RewardModelConfig(**{field: value})
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("data") / "pairs"
+    generate_dataset(out, KinshipConfig.for_level(1), 400, seed=9, kind="preference",
+                     feedback=FeedbackConfig(), progress=False)  # fmt: skip
+    return out
+
+
+def test_tiny_run_reports_accuracy_calibration_and_offset(data_dir, tmp_path):
+    config = RewardModelConfig(steps=40, batch_size=8, learning_rate=1e-3, warmup_steps=4,
+                               eval_interval=0, offset_examples=64)  # fmt: skip
+    run = tmp_path / "rm"
+    summary = train_reward_model(config, data_dir, run, progress=False)
+    assert summary["eval/rewards/accuracies"] > 0.6, summary  # 60 held-out pairs
+    assert 0.0 <= summary["eval/calibration_error"] <= 0.5
+    lines = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    assert any("eval/rewards/accuracies" in x for x in lines)
+    model, cfg, tokenizer = load_run(run)
+    assert cfg.value_head and dataclasses.asdict(cfg)["n_layer"] == 4  # nano trunk + head
+    records = load_feedback_records(data_dir, "train", PREFERENCE_KIND)[:64]
+    mean, count = mean_reference_reward(model, tokenizer, records, batch_size=16)
+    assert count == 64
+    assert read_reward_offset(run) == pytest.approx(mean, abs=1e-4)  # normalised mean is 0
+    assert summary["reward_offset"] == read_reward_offset(run)
+    _, state = nnx.split(model)
+    assert "value_head" in state

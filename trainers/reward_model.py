@@ -1,0 +1,221 @@
+"""Reward model: the GPT trunk with a scalar value head, trained with the Bradley-Terry loss.
+
+    train_reward_model(RewardModelConfig(), "data/pairs", "runs/rm", init="runs/sft")
+
+The reward of a sequence `prompt + completion + EOS` is the value head read at its last real
+token (the EOS that closes the completion). Both sequences of a pair go through the trunk in
+one concatenated (2B, T) batch; the LM head is never computed.
+
+Held-out figures: `eval/rewards/accuracies` (the chosen completion scores higher),
+`eval/calibration_error` (expected calibration error of sigmoid(margin) as the probability
+that the chosen one is preferred, 10 equal-width confidence bins) and the reward means.
+
+Normalisation, as in the TL;DR reproduction (Huang et al., 2024): after training, the rewards
+of reference completions (the gold-better completion of the first `offset_examples` training
+pairs: the dataset's own answer) are averaged and that mean is stored in
+`RUN/reward_offset.json`; `normalised reward = reward - offset` has mean 0 there.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx
+
+from tasks.fields import documented
+from trainers.checkpoint import load_run, write_json_atomic
+from trainers.data import make_batch, tokenize_examples
+from trainers.losses import bradley_terry_loss
+from trainers.model import GPT, GPTConfig, init_model, pure_jit
+from trainers.offline import (
+    Metrics,
+    OfflineConfig,
+    accumulate_gradients,
+    apply_gradients,
+    require_int,
+)
+from trainers.offline_run import Method, OfflineSetup, prepare_offline, run_offline
+from trainers.preference_data import PREFERENCE_KIND, PairBatch, load_feedback_records
+
+OFFSET_FILE = "reward_offset.json"
+
+
+@dataclass(frozen=True)
+class RewardModelConfig(OfflineConfig):
+    """Hyper-parameters of a reward-model run; every field is a `kinrl train rm` option."""
+
+    offset_examples: int = documented(
+        "reference completions whose mean reward becomes the offset, >= 1", default=512
+    )
+    calibration_bins: int = documented("confidence bins of the calibration error, >= 1",
+                                       default=10)  # fmt: skip
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        require_int(self, "offset_examples", 1)
+        require_int(self, "calibration_bins", 1)
+
+
+def with_value_head(model: GPT, cfg: GPTConfig, seed: int) -> tuple[GPT, GPTConfig]:
+    """The model with a (fresh, seeded) scalar value head; kept as is if it has one."""
+    if cfg.value_head:
+        return model, cfg
+    cfg = dataclasses.replace(cfg, value_head=True)
+    reward_model = init_model(cfg, seed)
+    nnx.update(reward_model, nnx.state(model))  # trunk weights from `model`
+    return reward_model, cfg
+
+
+def sequence_rewards(model: GPT, tokens: jax.Array, attention_mask: jax.Array) -> jax.Array:
+    """(N, T) right-padded sequences -> (N,) value head at each sequence's last real token."""
+    values = model.value(model.hidden_states(tokens, attention_mask))  # (N, T)
+    last = jnp.sum(attention_mask, axis=-1).astype(jnp.int32) - 1  # (N,)
+    return jnp.take_along_axis(values, last[:, None], axis=1)[:, 0]
+
+
+def pair_rewards(model: GPT, tokens: jax.Array, attention_mask: jax.Array) -> jax.Array:
+    """(2, B, T) chosen/rejected -> (2, B) rewards, from one (2B, T) trunk pass."""
+    two, B, T = tokens.shape
+    rewards = sequence_rewards(
+        model, tokens.reshape(two * B, T), attention_mask.reshape(two * B, T)
+    )
+    return rewards.reshape(two, B)
+
+
+def reward_example_loss(model: GPT, micro: PairBatch) -> tuple[jax.Array, Metrics]:
+    """Bradley-Terry loss (B,) and its metrics for one (2, B, T) micro-batch."""
+    rewards = pair_rewards(model, micro.tokens, micro.attention_mask)
+    return bradley_terry_loss(rewards[0], rewards[1])
+
+
+def reward_model_step(
+    graphdef: nnx.GraphDef,
+    state: nnx.State,
+    opt_state: optax.OptState,
+    batch: PairBatch,
+    *,
+    optimizer: optax.GradientTransformation,
+) -> tuple[nnx.State, optax.OptState, Metrics]:
+    """One optimizer step on an (A, 2, B, T) batch of pairs. Pure; jit once, state donated."""
+    grads, metrics = accumulate_gradients(graphdef, state, batch, reward_example_loss)
+    state, opt_state = apply_gradients(state, opt_state, grads, optimizer)
+    return state, opt_state, metrics
+
+
+def reward_model_eval_step(graphdef: nnx.GraphDef, state: nnx.State, batch: PairBatch) -> Metrics:
+    """Per-pair held-out metrics (B,) of a (1, 2, B, T) batch, `loss` included."""
+    micro = jax.tree.map(lambda x: x[0], batch)
+    loss, metrics = reward_example_loss(nnx.merge(graphdef, state), micro)
+    return {**metrics, "loss": loss}
+
+
+def expected_calibration_error(margins: np.ndarray, bins: int = 10) -> float:
+    """ECE of p = sigmoid(margin), the predicted probability that the chosen completion wins.
+
+    Each pair's prediction is the likelier side, with confidence max(p, 1 - p) in [0.5, 1];
+    it is correct when p > 0.5. ECE = sum over equal-width confidence bins of
+    (share of pairs) * |accuracy - mean confidence|."""
+    p = 1.0 / (1.0 + np.exp(-np.asarray(margins, np.float64)))
+    confidence, correct = np.maximum(p, 1.0 - p), (p > 0.5).astype(np.float64)
+    which = np.minimum(((confidence - 0.5) * 2.0 * bins).astype(int), bins - 1)
+    error = 0.0
+    for b in range(bins):
+        inside = which == b
+        if inside.any():
+            error += inside.mean() * abs(correct[inside].mean() - confidence[inside].mean())
+    return float(error)
+
+
+def reward_model_method(config: RewardModelConfig) -> Method:
+    def summarize(arrays: dict[str, np.ndarray]) -> dict[str, float]:
+        margins = arrays["rewards/margins"]
+        return {"calibration_error": expected_calibration_error(margins, config.calibration_bins)}
+
+    return Method(
+        name="rm",
+        data_kind=PREFERENCE_KIND,
+        needs_reference=False,
+        step=reward_model_step,
+        eval_step=reward_model_eval_step,
+        prepare_model=with_value_head,
+        summarize=summarize,
+    )
+
+
+_rewards = pure_jit(sequence_rewards)
+
+
+def mean_reference_reward(model: GPT, tokenizer: Any, records: list[dict[str, Any]],
+                          batch_size: int = 64) -> tuple[float, int]:  # fmt: skip
+    """(mean reward, count) over each pair's gold-better completion (`rejected` when the label
+    was flipped, else `chosen`)."""
+    examples = [
+        {"prompt": r["prompt"], "completion": r["rejected"] if r["flipped"] else r["chosen"]}
+        for r in records
+    ]
+    data = tokenize_examples(examples, tokenizer, model.cfg.n_positions)
+    graphdef, state = nnx.split(model)
+    total = 0.0
+    for start in range(0, len(data), batch_size):
+        chunk = np.arange(start, min(start + batch_size, len(data)))
+        batch = make_batch(data, chunk, grad_accum=1, pad_id=tokenizer.pad_token_id,
+                           max_length=model.cfg.n_positions)  # fmt: skip
+        total += float(jnp.sum(_rewards(graphdef, state, batch.tokens[0], batch.attention_mask[0])))
+    return total / max(len(data), 1), len(data)
+
+
+def read_reward_offset(run_dir: str | Path) -> float:
+    """The offset a reward-model run subtracts (`RUN/reward_offset.json`)."""
+    return float(json.loads((Path(run_dir) / OFFSET_FILE).read_text(encoding="utf-8"))["offset"])
+
+
+def prepare_reward_model(
+    config: RewardModelConfig, data_dir: str | Path, run_dir: str | Path, init: str | None = None
+) -> OfflineSetup:
+    """Every check of the user's input (ValueError), the run folder (model with a value head)
+    and the data."""
+    return prepare_offline(reward_model_method(config), config, data_dir, run_dir, init)
+
+
+def run_reward_model(
+    config: RewardModelConfig,
+    setup: OfflineSetup,
+    data_dir: str | Path,
+    run_dir: str | Path,
+    *,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Train to `config.steps` (resuming), export to RUN/hf, then store the reward offset
+    (mean reward of the reference completions of the first `offset_examples` train pairs)."""
+    method = reward_model_method(config)
+    summary = run_offline(method, config, setup, run_dir, progress=progress)
+    model, _, tokenizer = load_run(run_dir)
+    records = load_feedback_records(data_dir, "train", PREFERENCE_KIND)[: config.offset_examples]
+    offset, count = mean_reference_reward(model, tokenizer, records)
+    if jax.process_index() == 0:
+        record = {"offset": offset, "examples": count, "step": config.steps}
+        write_json_atomic(Path(run_dir) / OFFSET_FILE, record)
+    return {**summary, "reward_offset": offset}
+
+
+def train_reward_model(
+    config: RewardModelConfig,
+    data_dir: str | Path,
+    run_dir: str | Path,
+    init: str | None = None,
+    *,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Train on the `train` split of a `kinrl generate --kind preference` folder (held-out:
+    `validation`), then store the reward offset. `init`: a run folder or HF GPT-2 folder /
+    name (default a fresh `config.preset` trunk). Returns the last metrics and the offset."""
+    setup = prepare_reward_model(config, data_dir, run_dir, init)
+    return run_reward_model(config, setup, data_dir, run_dir, progress=progress)
