@@ -26,7 +26,7 @@ from trainers.data import (
 )
 from trainers.hf import from_hf
 from trainers.model import PRESETS, GPTConfig, forward, init_model
-from trainers.sft import SFTConfig, make_optimizer, train_sft, train_step
+from trainers.sft import SFTConfig, init_from, make_optimizer, train_sft, train_step
 from trainers.tokenizer import kinship_tokenizer
 
 TINY = GPTConfig(vocab_size=1, n_positions=64, n_embd=32, n_layer=2, n_head=2)
@@ -113,15 +113,15 @@ def test_config_validation_names_the_field(field, value):
         SFTConfig(**{field: value})
 
 
-def _split_model(seed: int = 0):
-    cfg = dataclasses.replace(TINY, vocab_size=1056)
+def _split_model(seed: int = 0, **overrides):
+    cfg = dataclasses.replace(TINY, vocab_size=1056, **overrides)
     return nnx.split(init_model(cfg, seed))
 
 
-def _step(config: SFTConfig, state, batch, optimizer=None):
+def _step(config: SFTConfig, state, batch, optimizer=None, graphdef=None):
     optimizer = optimizer or make_optimizer(config)
     step = jax.jit(train_step, static_argnums=0, static_argnames="optimizer")
-    graphdef, _ = _split_model()
+    graphdef = graphdef or _split_model()[0]
     opt_state = optimizer.init(state)
     return step(graphdef, state, opt_state, jax.tree.map(jnp.asarray, batch), optimizer=optimizer)
 
@@ -178,6 +178,18 @@ def test_every_parameter_changes_after_one_step(train_data):
         assert not np.array_equal(np.asarray(leaf), old), jax.tree_util.keystr(path)
 
 
+def test_bf16_and_remat_step_matches_float32(train_data):
+    _, state = _split_model()
+    batch = make_batch(train_data, np.arange(8), grad_accum=2, pad_id=0, max_length=64)
+    config = SFTConfig(warmup_steps=0)
+    _, _, reference = _step(config, jax.tree.map(jnp.copy, state), batch)
+    graphdef, _ = _split_model(dtype="bfloat16", remat=True)
+    new_state, _, metrics = _step(config, state, batch, graphdef=graphdef)
+    assert all(leaf.dtype == jnp.float32 for leaf in jax.tree.leaves(new_state))
+    np.testing.assert_allclose(metrics["loss"], reference["loss"], rtol=2e-2)
+    np.testing.assert_allclose(metrics["grad_norm"], reference["grad_norm"], rtol=5e-2)
+
+
 def test_tiny_sft_run_learns_and_exports(tmp_path, data_dir, tiny_preset):
     config = SFTConfig(
         preset=tiny_preset, steps=60, batch_size=16, learning_rate=1e-2, warmup_steps=5,
@@ -201,3 +213,12 @@ def test_tiny_sft_run_learns_and_exports(tmp_path, data_dir, tiny_preset):
         forward(*nnx.split(exported), ids), forward(*nnx.split(model), ids), atol=1e-6
     )
     assert (tmp_path / "run" / "hf" / "tokenizer.json").exists()
+    # Both the run folder and its HF export can start a new run, with the same weights.
+    for source in (tmp_path / "run", tmp_path / "run" / "hf"):
+        start, start_cfg, start_tokenizer = init_from(str(source), config)
+        assert start_cfg.n_embd == TINY.n_embd and len(start_tokenizer) == len(tokenizer)
+        np.testing.assert_allclose(
+            forward(*nnx.split(start), ids), forward(*nnx.split(model), ids), atol=1e-6
+        )
+    with pytest.raises(ValueError, match="--init"):
+        init_from(str(tmp_path / "missing"), config)
