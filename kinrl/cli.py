@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
+import importlib
 import json
 import sys
 import typing
@@ -258,7 +260,9 @@ class _LazyParser(_Parser):
 
 
 def _add_train_commands(commands: Any) -> None:
-    train = commands.add_parser("train", help="train a model (sft)", description="Train a model.")
+    train = commands.add_parser(
+        "train", help="train a model (sft, rm, dpo, kto)", description="Train a model."
+    )
     methods = train.add_subparsers(dest="method", required=True, parser_class=_LazyParser)
     methods.add_parser(
         "sft",
@@ -267,6 +271,7 @@ def _add_train_commands(commands: Any) -> None:
         "command to resume a crashed run from its last checkpoint.",
         add_options=_sft_options,
     )
+    _add_preference_commands(methods)
 
 
 def _sft_options(sft: argparse.ArgumentParser) -> None:
@@ -298,6 +303,71 @@ def _run_train_sft(args: argparse.Namespace) -> int:
         raise UsageError(_field_as_option(str(error).splitlines()[0], SFTConfig)) from None
     try:
         summary = run_sft(config, setup, mesh, args.out, progress=not args.quiet)
+    except KeyboardInterrupt:
+        print("kinrl: interrupted; rerun the same command to resume", file=sys.stderr)
+        return 130
+    shown = {k: round(v, 4) if isinstance(v, float) else v for k, v in summary.items()}
+    print(f"trained {args.out}: {json.dumps(shown)}")
+    return 0
+
+
+# method: (module, config class, prepare function, run function, data kind, description)
+_PREFERENCE_TRAINERS = {
+    "rm": ("trainers.reward_model", "RewardModelConfig", "prepare_reward_model",
+           "run_reward_model", "preference", "a reward model (value head, Bradley-Terry loss) on "
+           "preference pairs; stores the reward offset"),
+    "dpo": ("trainers.dpo", "DPOConfig", "prepare_dpo", "run_dpo", "preference",
+            "the DPO family on preference pairs (--loss sigmoid|cdpo|robust|hinge|ipo|simpo)"),
+    "kto": ("trainers.kto", "KTOConfig", "prepare_kto", "run_kto", "feedback",
+            "KTO on binary feedback (desirable/undesirable)"),
+}  # fmt: skip
+
+
+def _add_preference_commands(methods: Any) -> None:
+    for name, (*_, description) in _PREFERENCE_TRAINERS.items():
+        methods.add_parser(
+            name,
+            help=description.split(";")[0],
+            description=f"Train {description}; rerun the same command to resume a crashed run.",
+            add_options=functools.partial(_preference_options, name),
+        )
+
+
+def _preference_trainer(name: str) -> tuple[type, Any, Any]:
+    module_name, config_name, prepare, run, *_ = _PREFERENCE_TRAINERS[name]
+    module = importlib.import_module(module_name)
+    return getattr(module, config_name), getattr(module, prepare), getattr(module, run)
+
+
+def _preference_options(name: str, parser: argparse.ArgumentParser) -> None:
+    config_class, _, _ = _preference_trainer(name)
+    kind = _PREFERENCE_TRAINERS[name][4]
+    parser.add_argument("--data", required=True, metavar="DIR", help=f"dataset folder ({kind})")
+    parser.add_argument("--out", required=True, metavar="RUN", help="run folder (created)")
+    parser.add_argument(
+        "--init", metavar="RUN_OR_HF", help="start from a run folder or a HF GPT-2 folder/name"
+    )
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_dataclass_options(parser.add_argument_group("training"), config_class)
+    hosts = parser.add_argument_group("several hosts (jax.distributed; leave out on one host)")
+    hosts.add_argument("--coordinator-address", metavar="HOST:PORT", help="process 0's address")
+    hosts.add_argument("--num-processes", type=_count, metavar="N", help="processes in all")
+    hosts.add_argument("--process-id", type=_seed, metavar="I", help="this process, 0..N-1")
+    parser.set_defaults(run=functools.partial(_run_train_preference, name))
+
+
+def _run_train_preference(name: str, args: argparse.Namespace) -> int:
+    from trainers.sharding import initialize_distributed
+
+    config_class, prepare, run = _preference_trainer(name)
+    initialize_distributed(args.coordinator_address, args.num_processes, args.process_id)
+    try:  # every check of the user's input happens here, before any training
+        config = config_class(**_config_overrides(args, config_class))
+        setup = prepare(config, args.data, args.out, args.init)
+    except ValueError as error:
+        raise UsageError(_field_as_option(str(error).splitlines()[0], config_class)) from None
+    try:
+        summary = run(config, setup, args.out, progress=not args.quiet)
     except KeyboardInterrupt:
         print("kinrl: interrupted; rerun the same command to resume", file=sys.stderr)
         return 130

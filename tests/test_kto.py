@@ -4,6 +4,7 @@ groups), the KL estimate against a hand computation, config validation, and a ti
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from pathlib import Path
 
@@ -16,7 +17,7 @@ from flax import nnx
 from tasks.kinship import KinshipConfig, generate_dataset
 from tasks.kinship.pairs import FeedbackConfig
 from trainers.kto import KTOConfig, kl_estimate, train_kto
-from trainers.model import GPTConfig, init_model
+from trainers.model import PRESETS, GPTConfig, init_model
 from trainers.offline import sequence_logps
 from trainers.preference_data import (
     FEEDBACK_KIND,
@@ -37,6 +38,14 @@ def data_dir(tmp_path_factory) -> Path:
     generate_dataset(out, KinshipConfig.for_level(1), 400, seed=4, kind="feedback",
                      feedback=feedback, progress=False)  # fmt: skip
     return out
+
+
+@pytest.fixture
+def nano64(monkeypatch) -> str:
+    """The nano preset with a 64-token context: longer level-1 examples are dropped, so every
+    batch pads to one length bucket and each step compiles once."""
+    monkeypatch.setitem(PRESETS, "nano64", dataclasses.replace(PRESETS["nano"], n_positions=64))
+    return "nano64"
 
 
 @pytest.mark.parametrize(("n", "group"), [(10, 4), (9, 3), (2, 8), (33, 16)])
@@ -99,10 +108,10 @@ def test_config_validation_names_the_field(field, value):
         KTOConfig(desirable_weight=0.0, undesirable_weight=0.0)
 
 
-def test_tiny_run_on_one_to_four_data(data_dir, tmp_path):
+def test_tiny_run_on_one_to_four_data(data_dir, tmp_path, nano64):
     """Nano preset, 320 examples at 1 desirable : 4 undesirable, desirable_weight 4 (the
     paper's balance): held-out desirable completions end with the higher implicit reward."""
-    config = KTOConfig(steps=50, batch_size=16, learning_rate=3e-4, warmup_steps=4,
+    config = KTOConfig(preset=nano64, steps=50, batch_size=16, learning_rate=3e-4, warmup_steps=4,
                        desirable_weight=4.0, eval_interval=0)  # fmt: skip
     summary = train_kto(config, data_dir, tmp_path / "run", progress=False)
     n_d, n_u = summary["data/desirable"], summary["data/undesirable"]

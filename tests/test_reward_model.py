@@ -17,7 +17,7 @@ from flax import nnx
 from tasks.kinship import KinshipConfig, generate_dataset
 from tasks.kinship.pairs import FeedbackConfig
 from trainers.checkpoint import load_run
-from trainers.model import GPTConfig, init_model
+from trainers.model import PRESETS, GPTConfig, init_model
 from trainers.preference_data import PREFERENCE_KIND, load_feedback_records
 from trainers.reward_model import (
     RewardModelConfig,
@@ -79,9 +79,17 @@ def data_dir(tmp_path_factory) -> Path:
     return out
 
 
-def test_tiny_run_reports_accuracy_calibration_and_offset(data_dir, tmp_path):
-    config = RewardModelConfig(steps=40, batch_size=8, learning_rate=1e-3, warmup_steps=4,
-                               eval_interval=0, offset_examples=64)  # fmt: skip
+@pytest.fixture
+def nano64(monkeypatch) -> str:
+    """The nano preset with a 64-token context: longer level-1 examples are dropped, so every
+    batch pads to one length bucket and each step compiles once."""
+    monkeypatch.setitem(PRESETS, "nano64", dataclasses.replace(PRESETS["nano"], n_positions=64))
+    return "nano64"
+
+
+def test_tiny_run_reports_accuracy_calibration_and_offset(data_dir, tmp_path, nano64):
+    config = RewardModelConfig(preset=nano64, steps=40, batch_size=8, learning_rate=1e-3,
+                               warmup_steps=4, eval_interval=0, offset_examples=64)  # fmt: skip
     run = tmp_path / "rm"
     summary = train_reward_model(config, data_dir, run, progress=False)
     assert summary["eval/rewards/accuracies"] > 0.6, summary  # 60 held-out pairs
@@ -92,7 +100,8 @@ def test_tiny_run_reports_accuracy_calibration_and_offset(data_dir, tmp_path):
     assert cfg.value_head and dataclasses.asdict(cfg)["n_layer"] == 4  # nano trunk + head
     records = load_feedback_records(data_dir, "train", PREFERENCE_KIND)[:64]
     mean, count = mean_reference_reward(model, tokenizer, records, batch_size=16)
-    assert count == 64
+    stored = json.loads((run / "reward_offset.json").read_text())
+    assert stored["examples"] == count and 32 < count <= 64  # those that fit the context
     assert read_reward_offset(run) == pytest.approx(mean, abs=1e-4)  # normalised mean is 0
     assert summary["reward_offset"] == read_reward_offset(run)
     _, state = nnx.split(model)

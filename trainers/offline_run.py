@@ -89,6 +89,7 @@ class OfflineSetup(NamedTuple):
     validation: SequencePairs | None
     references: dict[str, np.ndarray]  # "train" (2N,), "validation" (2M,); empty if unused
     reference_seconds: float
+    data_dir: Path
 
 
 def _initial_model(config: OfflineConfig, init: str | None, locale: str) -> tuple:
@@ -150,7 +151,8 @@ def prepare_offline(
         )  # fmt: skip
         references = cached_reference_logps(run / "reference_logps.npz", splits, compute)
     seconds = time.perf_counter() - start
-    return OfflineSetup(tokenizer, cfg, model, mesh, train, validation, references, seconds)
+    return OfflineSetup(tokenizer, cfg, model, mesh, train, validation, references, seconds,
+                        Path(data_dir))  # fmt: skip
 
 
 def pair_batch_sharding(mesh: Mesh) -> PairBatch:

@@ -188,7 +188,6 @@ def prepare_reward_model(
 def run_reward_model(
     config: RewardModelConfig,
     setup: OfflineSetup,
-    data_dir: str | Path,
     run_dir: str | Path,
     *,
     progress: bool = True,
@@ -198,7 +197,8 @@ def run_reward_model(
     method = reward_model_method(config)
     summary = run_offline(method, config, setup, run_dir, progress=progress)
     model, _, tokenizer = load_run(run_dir)
-    records = load_feedback_records(data_dir, "train", PREFERENCE_KIND)[: config.offset_examples]
+    records = load_feedback_records(setup.data_dir, "train", PREFERENCE_KIND)
+    records = records[: config.offset_examples]
     offset, count = mean_reference_reward(model, tokenizer, records)
     if jax.process_index() == 0:
         record = {"offset": offset, "examples": count, "step": config.steps}
@@ -218,4 +218,4 @@ def train_reward_model(
     `validation`), then store the reward offset. `init`: a run folder or HF GPT-2 folder /
     name (default a fresh `config.preset` trunk). Returns the last metrics and the offset."""
     setup = prepare_reward_model(config, data_dir, run_dir, init)
-    return run_reward_model(config, setup, data_dir, run_dir, progress=progress)
+    return run_reward_model(config, setup, run_dir, progress=progress)
