@@ -1,11 +1,12 @@
 """DPO training throughput and peak memory: ours (JAX) vs TRL's `DPOTrainer` (PyTorch), side by
 side on the identical GPT-2 (a benchmark, not a test).
 
-    python benchmarks/bench_dpo.py                       # nano GPT-2, 16 pairs x 100 steps
-    python benchmarks/bench_dpo.py --steps 200 --batch 32
+    python benchmarks/bench_dpo.py --torch-threads 1     # nano GPT-2, 16 pairs x 100 steps
+    python benchmarks/bench_dpo.py --steps 200 --batch 32 --trl-precompute
 
 Both frameworks train the same architecture (n_layer, n_embd, n_head, n_positions, the kinship
-word-level vocabulary), from a random init, on the same level-1 preference pairs, with the same
+word-level vocabulary), from a random init, on the same level-1 preference pairs (one epoch:
+steps x batch pairs, so each side computes each reference log-prob once), with the same
 batch size, maximum length (nothing is truncated at level 1), number of steps, AdamW and the
 sigmoid DPO loss. Each runs in its own child process, so its peak RSS (`ru_maxrss`, taken at
 the end of the child) is its own: interpreter, framework, model, optimizer, data.
@@ -160,7 +161,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=100)
     parser.add_argument("--batch", type=int, default=16, help="pairs per step")
-    parser.add_argument("--pairs", type=int, default=2000, help="pairs generated (train)")
+    parser.add_argument(
+        "--pairs", type=int, help="pairs generated (default steps x batch: one epoch)"
+    )
     parser.add_argument("--lr", type=float, default=1e-4)
     parser.add_argument("--max-length", type=int, default=128)
     parser.add_argument("--trl-precompute", action="store_true",
@@ -176,7 +179,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         if args.data is None:
             args.data = Path(tmp) / "pairs"
-            make_data(args.data, args.pairs)
+            make_data(args.data, args.pairs or args.steps * args.batch)
         ours, trl = child("ours", args), child("trl", args)
     print(json.dumps({
         "config": {**ARCH, "batch_pairs": args.batch, "steps": args.steps,
