@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
+import shutil
 from pathlib import Path
 
 import jax
@@ -206,3 +207,24 @@ def test_tiny_run_raises_held_out_reward_accuracy(data_dir, tmp_path, nano64):
     assert [x["step"] for x in lines if "train/loss" in x] == list(range(1, 41))
     assert (tmp_path / "run" / "hf" / "config.json").exists()
     assert dataclasses.asdict(DPOConfig())["loss"] == "sigmoid"
+
+
+def test_a_crashed_run_resumes_with_the_same_metrics(data_dir, tmp_path, monkeypatch):
+    monkeypatch.setitem(PRESETS, "tiny64", dataclasses.replace(TINY, n_positions=64))
+    config = DPOConfig(preset="tiny64", steps=4, batch_size=4, warmup_steps=0, log_interval=1,
+                       save_interval=2, eval_interval=0, learning_rate=1e-3)  # fmt: skip
+    run = tmp_path / "run"
+
+    def train_lines() -> list[dict]:
+        lines = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+        return [x for x in lines if "train/loss" in x]
+
+    train_dpo(config, data_dir, run, progress=False)
+    full = train_lines()
+    shutil.rmtree(run / "checkpoints" / "4")  # as if killed after checkpoint 2 was written
+    summary = train_dpo(config, data_dir, run, progress=False)
+    assert summary["resumed_from"] == 2
+    resumed = train_lines()
+    assert [x["step"] for x in resumed] == [1, 2, 3, 4]  # steps 3-4 replaced, not duplicated
+    for key in ("train/loss", "train/rewards/margins", "train/grad_norm"):
+        assert [x[key] for x in resumed] == pytest.approx([x[key] for x in full], rel=1e-5)

@@ -134,6 +134,10 @@ def prepare_offline(
     if fresh and jax.process_index() == 0:
         create_run(run, {**record, "model": dataclasses.asdict(cfg)}, tokenizer)
     train = _load(method, data_dir, "train", tokenizer, None, cfg.n_positions)
+    step_examples = config.batch_size * config.grad_accum
+    if len(train) < step_examples:
+        raise ValueError(f"batch_size * grad_accum = {step_examples} exceeds the {len(train)} "
+                         "training examples that fit the context")  # fmt: skip
     validation = None
     if has_split(data_dir, "validation"):
         validation = _load(method, data_dir, "validation", tokenizer, config.eval_examples,
