@@ -22,6 +22,21 @@ the end of the child) is its own: interpreter, framework, model, optimizer, data
 
 Prints one JSON object: each side's figures, and the ratios ours/TRL of pairs/s and TRL/ours
 of peak memory.
+
+Measured on this project's machine (2 cores shared with other jobs; 961,280 parameters on both
+sides), 2026-11-22. The targets (>= 2x pairs/s at <= half the memory) are NOT met:
+
+| command | load avg | ours pairs/s (with reference) | TRL pairs/s | ours / TRL peak RSS |
+|---|---|---|---|---|
+| `--steps 30 --batch 16 --torch-threads 1 --pairs 2000` | ~4 | 15.0 (10.7) | 25.2 | 1175 / 911 MB |
+| `--steps 100 --batch 16 --torch-threads 1` (1 epoch) | ~8 | 14.3 (12.3) | 14.6 | 1139 / 1058 MB |
+
+TRL with torch's default 2 threads on the loaded machine ran at 3.0 pairs/s (20 steps).
+Where ours goes: the backward pass is ~6x the forward because XLA:CPU is ~2.2x slower on
+weight gradients of (B, T, C) activations than of (B*T, C) ones; flattening the inputs of every
+`nnx.Linear` in `trainers/model.py` halved a nano fwd+bwd (0.59 -> 0.30 s at 32 x 64 tokens).
+Peak memory is XLA compilation (+300 MB per new program set) on top of jax and torch (which
+`transformers` imports with the tokenizer): ~430 MB before any work.
 """
 
 from __future__ import annotations
