@@ -125,6 +125,12 @@ def _normal(std: float) -> nnx.Initializer:
     return nnx.initializers.normal(stddev=std)
 
 
+def _per_token(layer: nnx.Linear, x: jax.Array) -> jax.Array:
+    """Apply `layer` to (..., C) as one (N, C) matmul over all tokens. Same numbers, but
+    XLA:CPU computes the weight gradient of a 2-D matmul about twice as fast as of a 3-D one."""
+    return layer(x.reshape(-1, x.shape[-1])).reshape(*x.shape[:-1], -1)
+
+
 class CausalSelfAttention(nnx.Module):
     def __init__(self, cfg: GPTConfig, *, rngs: nnx.Rngs) -> None:
         kw = dict(dtype=cfg.compute_dtype, param_dtype=cfg.weight_dtype, rngs=rngs)
@@ -148,7 +154,7 @@ class CausalSelfAttention(nnx.Module):
         values (B, H, S, D)) the new keys/values are written at slots [cache_index,
         cache_index + T) and the queries attend over the whole cache; otherwise S == T."""
         B, T, C = x.shape
-        qkv = self.c_attn(x)  # (B, T, 3C)
+        qkv = _per_token(self.c_attn, x)  # (B, T, 3C)
         q, k, v = jnp.split(qkv, 3, axis=-1)  # each (B, T, C)
         heads = (B, T, self.n_head, self.head_dim)
         q = q.reshape(heads).transpose(0, 2, 1, 3)  # (B, H, T, D)
@@ -168,7 +174,7 @@ class CausalSelfAttention(nnx.Module):
         att = jax.nn.softmax(att, axis=-1).astype(v.dtype)
         y = jnp.matmul(att, v)  # (B, H, T, D)
         y = y.transpose(0, 2, 1, 3).reshape(B, T, C)  # (B, T, C)
-        return self.c_proj(y), kv
+        return _per_token(self.c_proj, y), kv
 
 
 class MLP(nnx.Module):
@@ -180,7 +186,8 @@ class MLP(nnx.Module):
 
     def __call__(self, x: jax.Array) -> jax.Array:
         # GPT-2's "gelu_new" is the tanh approximation of GELU.
-        return self.c_proj(jax.nn.gelu(self.c_fc(x), approximate=True))  # (B, T, C)
+        hidden = jax.nn.gelu(_per_token(self.c_fc, x), approximate=True)  # (B, T, 4C)
+        return _per_token(self.c_proj, hidden)  # (B, T, C)
 
 
 class Block(nnx.Module):
