@@ -209,6 +209,7 @@ def test_tiny_run_raises_held_out_reward_accuracy(data_dir, tmp_path, nano64):
     assert dataclasses.asdict(DPOConfig())["loss"] == "sigmoid"
 
 
+@pytest.mark.slow  # ~100 s; SFT's resume test covers the shared checkpoint mechanism by default
 def test_a_crashed_run_resumes_with_the_same_metrics(data_dir, tmp_path, monkeypatch):
     monkeypatch.setitem(PRESETS, "tiny64", dataclasses.replace(TINY, n_positions=64))
     config = DPOConfig(preset="tiny64", steps=4, batch_size=4, warmup_steps=0, log_interval=1,
