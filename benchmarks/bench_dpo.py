@@ -36,7 +36,8 @@ Where ours goes: the backward pass is ~6x the forward because XLA:CPU is ~2.2x s
 weight gradients of (B, T, C) activations than of (B*T, C) ones; flattening the inputs of every
 `nnx.Linear` in `trainers/model.py` halved a nano fwd+bwd (0.59 -> 0.30 s at 32 x 64 tokens).
 Peak memory is XLA compilation (+300 MB per new program set) on top of jax and torch (which
-`transformers` imports with the tokenizer): ~430 MB before any work.
+`transformers` imported with the tokenizer): ~430 MB before any work. Since then the tokenizer
+no longer imports `transformers` (`trainers/tokenizer.py`); the table above predates that.
 """
 
 from __future__ import annotations
@@ -113,7 +114,7 @@ def run_ours(args: argparse.Namespace) -> dict:
 def run_trl(args: argparse.Namespace) -> dict:
     import datasets
     import torch
-    from transformers import GPT2Config, GPT2LMHeadModel
+    from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
     from trl import DPOConfig, DPOTrainer
 
     from trainers.tokenizer import kinship_tokenizer
@@ -126,6 +127,7 @@ def run_trl(args: argparse.Namespace) -> dict:
     folder = tempfile.mkdtemp()  # TRL builds its reference model from the policy's path
     GPT2LMHeadModel(GPT2Config(vocab_size=len(tokenizer), **ids, **ARCH)).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
+    tokenizer = PreTrainedTokenizerFast.from_pretrained(folder)  # TRL needs transformers' class
     data = datasets.load_dataset("json", data_files=str(Path(args.data) / "train.jsonl"))["train"]
     data = data.select_columns(["prompt", "chosen", "rejected"])
     config = DPOConfig(
