@@ -71,6 +71,21 @@ def test_tokenized_sequence_and_loss_mask(data_dir, tokenizer):
     )
 
 
+def test_prompt_loss_weight_weights_prompt_tokens_only(data_dir, tokenizer):
+    split = tokenize_examples(load_records(data_dir, "train")[:3], tokenizer, 256)
+    plain = make_batch(split, np.arange(3), grad_accum=1, pad_id=0, max_length=256)
+    weighted = make_batch(
+        split, np.arange(3), grad_accum=1, pad_id=0, max_length=256, prompt_weight=0.25
+    )
+    for row in range(3):
+        prompt, length = split.prompt_lengths[row], len(split.tokens[row])
+        np.testing.assert_array_equal(weighted.loss_mask[0, row, :prompt], 0.25)
+        np.testing.assert_array_equal(
+            weighted.loss_mask[0, row, prompt:], plain.loss_mask[0, row, prompt:]
+        )
+        assert not weighted.loss_mask[0, row, length:].any()
+
+
 def test_too_long_records_are_dropped_and_buckets_are_capped(data_dir, tokenizer):
     records = load_records(data_dir, "train")
     split = tokenize_examples(records, tokenizer, 40)
@@ -106,7 +121,8 @@ def test_wrong_data_kind_and_missing_split_are_clear(tmp_path, data_dir):
 @pytest.mark.parametrize(
     ("field", "value"),
     [("batch_size", 0), ("steps", 0), ("learning_rate", -1.0), ("warmup_steps", 5000),
-     ("min_lr_ratio", 2.0), ("preset", "huge"), ("bf16", "yes"), ("seed", -1)],
+     ("min_lr_ratio", 2.0), ("preset", "huge"), ("bf16", "yes"), ("seed", -1),
+     ("prompt_loss_weight", 1.5), ("length_bucket", 0)],
 )  # fmt: skip
 def test_config_validation_names_the_field(field, value):
     with pytest.raises(ValueError, match=f"^{field} must"):
@@ -136,6 +152,22 @@ def test_loss_is_the_mean_completion_token_cross_entropy(train_data):
     target_logp = np.take_along_axis(logp[:, :-1], tokens[:, 1:, None], -1)[..., 0]
     mask = batch.loss_mask.reshape(6, -1)[:, 1:]
     reference = -(target_logp * mask).sum() / mask.sum()
+    np.testing.assert_allclose(float(metrics["loss"]), reference, rtol=1e-5)
+
+
+def test_prompt_weighted_loss_is_the_weighted_token_mean(train_data):
+    graphdef, state = _split_model()
+    batch = make_batch(
+        train_data, np.arange(6), grad_accum=2, pad_id=0, max_length=64, prompt_weight=0.5
+    )
+    _, _, metrics = _step(SFTConfig(prompt_loss_weight=0.5), state, batch)
+    tokens = batch.tokens.reshape(6, -1)
+    logits = np.asarray(forward(graphdef, state, tokens, batch.attention_mask.reshape(6, -1)))
+    logp = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
+    target_logp = np.take_along_axis(logp[:, :-1], tokens[:, 1:, None], -1)[..., 0]
+    weight = batch.loss_mask.reshape(6, -1)[:, 1:]
+    assert {0.0, 0.5, 1.0} <= set(np.unique(weight).tolist())
+    reference = -(target_logp * weight).sum() / weight.sum()
     np.testing.assert_allclose(float(metrics["loss"]), reference, rtol=1e-5)
 
 

@@ -120,7 +120,8 @@ class Batch(NamedTuple):
 
     tokens:         (A, B, T) int32, right-padded with the pad id
     attention_mask: (A, B, T) int32, 1 on real tokens
-    loss_mask:      (A, B, T) float32, 1 on tokens to predict (completion and EOS)
+    loss_mask:      (A, B, T) float32, weight of each token's loss: 1 on the completion and EOS,
+                    `prompt_weight` on the prompt (0 by default), 0 on padding
     """
 
     tokens: np.ndarray
@@ -136,8 +137,10 @@ def make_batch(
     pad_id: int,
     max_length: int,
     bucket: int = BUCKET,
+    prompt_weight: float = 0.0,
 ) -> Batch:
-    """Pad the sequences `indices` (A * B of them, in order) into one `Batch`."""
+    """Pad the sequences `indices` (A * B of them, in order) into one `Batch`; prompt tokens
+    get loss weight `prompt_weight` (0: completion-only loss)."""
     n = len(indices)
     if n % grad_accum:
         raise ValueError(f"{n} sequences do not split into {grad_accum} micro-batches")
@@ -149,6 +152,7 @@ def make_batch(
         seq = data.tokens[i]
         tokens[row, : len(seq)] = seq
         attention[row, : len(seq)] = 1
+        loss[row, : data.prompt_lengths[i]] = prompt_weight
         loss[row, data.prompt_lengths[i] : len(seq)] = 1.0
     shape = (grad_accum, n // grad_accum, width)
     return Batch(tokens.reshape(shape), attention.reshape(shape), loss.reshape(shape))
@@ -190,6 +194,8 @@ class BatchIterator(Iterator[Batch]):
         pad_id: int,
         max_length: int,
         length_grouping: int = 1,
+        bucket: int = BUCKET,
+        prompt_weight: float = 0.0,
         position: int = 0,
     ) -> None:
         self.data = data
@@ -199,6 +205,8 @@ class BatchIterator(Iterator[Batch]):
         self.pad_id = pad_id
         self.max_length = max_length
         self.length_grouping = length_grouping
+        self.bucket = bucket
+        self.prompt_weight = prompt_weight
         self.position = position
         self._lengths = data.lengths
         self.steps_per_epoch = len(data) // self.batch_examples
@@ -226,6 +234,8 @@ class BatchIterator(Iterator[Batch]):
             grad_accum=self.grad_accum,
             pad_id=self.pad_id,
             max_length=self.max_length,
+            bucket=self.bucket,
+            prompt_weight=self.prompt_weight,
         )
         self.position += 1
         return batch

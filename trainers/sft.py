@@ -77,24 +77,36 @@ class SFTConfig:
     """Hyper-parameters of an SFT run; every field is a `kinrl train sft` option."""
 
     preset: str = _doc("model size: nano, small or gpt2 (ignored with --init)", default="nano")
-    steps: int = _doc("optimizer steps, >= 1", default=1500)
+    steps: int = _doc("optimizer steps, >= 1", default=5000)
     batch_size: int = _doc("sequences per micro-batch, >= 1", default=32)
     grad_accum: int = _doc("micro-batches per optimizer step, >= 1", default=1)
     learning_rate: float = _doc("peak learning rate, > 0", default=2e-3)
     warmup_steps: int = _doc("linear warm-up steps, 0..steps-1", default=100)
     min_lr_ratio: float = _doc("final / peak learning rate of the cosine decay, 0..1", default=0.1)
     weight_decay: float = _doc("AdamW decoupled weight decay on matrices, >= 0", default=0.1)
+    prompt_loss_weight: float = _doc(
+        "weight of the prompt tokens' loss relative to the completion's, 0..1 (0 = "
+        "completion-only loss; eval/loss is always completion-only)",
+        default=0.0,
+    )
     clip_norm: float = _doc("clip gradients to this global norm, > 0", default=1.0)
     bf16: bool = _doc("compute in bfloat16 (weights and optimizer stay float32)", default=False)
     remat: bool = _doc("recompute block activations in the backward pass", default=False)
     seed: int = _doc("seed of the initial weights and the data order, >= 0", default=0)
     log_interval: int = _doc("steps between metric fetches (lines are per step), >= 1", default=10)
-    eval_interval: int = _doc("steps between validation losses (0 = at the end only)", default=500)
+    eval_interval: int = _doc("steps between validation losses (0 = at the end only)", default=1000)
     eval_examples: int = _doc("validation examples in each validation loss, >= 1", default=512)
     save_interval: int = _doc("steps between checkpoints (the last step always saves)", default=500)
     keep_checkpoints: int = _doc("checkpoints kept on disk (the newest), >= 1", default=2)
+    length_bucket: int = _doc(
+        "pad each batch to a multiple of this many tokens (fewer = less padding, more "
+        "compiled shapes), >= 1",
+        default=16,
+    )
     length_grouping: int = _doc(
-        "batches per window sorted by length (less padding; 1 = plain shuffle), >= 1", default=8
+        "batches per window sorted by length (less padding, but batches of alike examples "
+        "learn slower; 1 = plain shuffle), >= 1",
+        default=1,
     )
     fsdp_devices: int = _doc("devices on the mesh's fsdp axis (the rest is data), >= 1", default=1)
     shard_params: bool = _doc("FSDP: shard parameters and optimizer state over fsdp", default=False)
@@ -137,6 +149,7 @@ _INT_MINIMUM = {
     "eval_examples": 1,
     "save_interval": 1,
     "keep_checkpoints": 1,
+    "length_bucket": 1,
     "length_grouping": 1,
     "fsdp_devices": 1,
     "seed": 0,
@@ -146,6 +159,7 @@ _FLOAT_RANGE = {
     "min_lr_ratio": (lambda v: 0 <= v <= 1, "a number in 0..1"),
     "weight_decay": (lambda v: v >= 0, "a number >= 0"),
     "clip_norm": (lambda v: v > 0, "a number > 0"),
+    "prompt_loss_weight": (lambda v: 0 <= v <= 1, "a number in 0..1"),
 }
 
 
@@ -392,16 +406,21 @@ class _StepLogger:
         self.restart_clock()
 
 
-def eval_batches(data: TokenizedSplit, batch_size: int, pad_id: int, max_length: int) -> list:
+def eval_batches(
+    data: TokenizedSplit, config: SFTConfig, pad_id: int, max_length: int
+) -> list[Batch]:
     """The validation set as (1, batch_size, T) batches sorted by length; the last batch is
     filled up with copies whose loss mask is zeroed (fixed shapes, nothing counted twice)."""
     order = np.argsort(data.lengths, kind="stable")
-    batches = []
-    for start in range(0, len(order), batch_size):
-        chunk = order[start : start + batch_size]
+    batches, size = [], config.batch_size
+    for start in range(0, len(order), size):
+        chunk = order[start : start + size]
         real = len(chunk)
-        chunk = np.concatenate([chunk, np.repeat(chunk[:1], batch_size - real)])
-        batch = make_batch(data, chunk, grad_accum=1, pad_id=pad_id, max_length=max_length)
+        chunk = np.concatenate([chunk, np.repeat(chunk[:1], size - real)])
+        batch = make_batch(
+            data, chunk, grad_accum=1, pad_id=pad_id, max_length=max_length,
+            bucket=config.length_bucket,
+        )  # fmt: skip
         batch.loss_mask[:, real:] = 0.0
         batches.append(batch)
     return batches
@@ -431,12 +450,12 @@ def _train_loop(
     iterator = BatchIterator(
         setup.train, batch_size=config.batch_size, grad_accum=config.grad_accum,
         seed=config.seed, pad_id=tokenizer.pad_token_id, max_length=max_length,
-        length_grouping=config.length_grouping, position=placed.data_position,
+        length_grouping=config.length_grouping, bucket=config.length_bucket,
+        prompt_weight=config.prompt_loss_weight, position=placed.data_position,
     )  # fmt: skip
     validation = []
     if setup.validation is not None and len(setup.validation):
-        validation = eval_batches(setup.validation, config.batch_size, tokenizer.pad_token_id,
-                                  max_length)  # fmt: skip
+        validation = eval_batches(setup.validation, config, tokenizer.pad_token_id, max_length)
     quiet = not progress or jax.process_index() != 0
     bar = tqdm(total=config.steps, initial=placed.step, unit="step", disable=quiet)
     logger = _StepLogger(log, config, len(setup.train), bar)
@@ -477,7 +496,9 @@ def prepare_sft(
 def run_sft(
     config: SFTConfig, setup: _Setup, mesh: Mesh, run_dir: str | Path, *, progress: bool = True
 ) -> dict[str, Any]:
-    """Train from the latest checkpoint (or the start) to `config.steps`, then export."""
+    """Train from the latest checkpoint (or the start) to `config.steps`, then export.
+    Returns the last value of every metric, and `time/run_s` (this call's wall time)."""
+    start = time.perf_counter()
     checkpoints = Checkpoints(run_dir, config.keep_checkpoints)
     try:
         placed = place(config, setup.model, checkpoints, mesh)
@@ -488,8 +509,9 @@ def run_sft(
         checkpoints.close()
     export_hf(nnx.merge(placed.graphdef, state), setup.model_cfg, setup.tokenizer, run_dir)
     summary = {"steps": config.steps, "resumed_from": placed.step}
-    for line in log.read():  # the last value of every metric
+    for line in log.read():
         summary.update({k: v for k, v in line.items() if k != "step"})
+    summary["time/run_s"] = round(time.perf_counter() - start, 1)
     return summary
 
 
