@@ -292,9 +292,11 @@ def _sft_options(sft: argparse.ArgumentParser) -> None:
 
 
 def _run_train_sft(args: argparse.Namespace) -> int:
+    from trainers.runtime import enable_compilation_cache
     from trainers.sft import SFTConfig, prepare_sft, run_sft
     from trainers.sharding import initialize_distributed
 
+    enable_compilation_cache()
     initialize_distributed(args.coordinator_address, args.num_processes, args.process_id)
     try:  # every check of the user's input happens here, before any training
         config = SFTConfig(**_config_overrides(args, SFTConfig))
@@ -357,8 +359,10 @@ def _preference_options(name: str, parser: argparse.ArgumentParser) -> None:
 
 
 def _run_train_preference(name: str, args: argparse.Namespace) -> int:
+    from trainers.runtime import enable_compilation_cache
     from trainers.sharding import initialize_distributed
 
+    enable_compilation_cache()
     config_class, prepare, run = _preference_trainer(name)
     initialize_distributed(args.coordinator_address, args.num_processes, args.process_id)
     try:  # every check of the user's input happens here, before any training
@@ -388,8 +392,9 @@ def _add_eval_commands(commands: Any) -> None:
     ev = commands.add_parser(
         "eval",
         help="greedy accuracy of a run on a dataset split",
-        description="Greedy-decode a split with a run's latest checkpoint and score it with "
-        "the gold reward: accuracy overall and by question type, difficulty, hops, family.",
+        description="Greedy-decode a split with a run's latest (or --step) checkpoint and "
+        "score it with the gold reward: accuracy overall and by question type, difficulty, "
+        "hops, family.",
     )
     ev.add_argument("--run", dest="run_dir", required=True, metavar="RUN", help="run folder")
     ev.add_argument("--data", required=True, metavar="DIR", help="dataset folder (examples)")
@@ -397,6 +402,8 @@ def _add_eval_commands(commands: Any) -> None:
     ev.add_argument("--json", metavar="FILE", help="also write the report here")
     ev.add_argument("--limit", type=_count, metavar="N", help="only the first N records")
     ev.add_argument("--batch-size", type=_count, default=64, help="prompts decoded at once")
+    ev.add_argument("--step", type=_count, metavar="N",
+                    help="evaluate checkpoint N instead of the latest")  # fmt: skip
     ev.set_defaults(run=_run_eval)
     sample = commands.add_parser(
         "sample",
@@ -416,9 +423,11 @@ def _run_eval(args: argparse.Namespace) -> int:
     from evaluators.accuracy import evaluate
     from trainers.checkpoint import load_run
     from trainers.data import load_records
+    from trainers.runtime import enable_compilation_cache
 
+    enable_compilation_cache()
     try:
-        model, _, tokenizer = load_run(args.run_dir)
+        model, _, tokenizer = load_run(args.run_dir, step=args.step)
         records = load_records(args.data, args.split)[: args.limit]
     except ValueError as error:
         raise UsageError(str(error).splitlines()[0]) from None
@@ -437,7 +446,9 @@ def _run_eval(args: argparse.Namespace) -> int:
 def _run_sample(args: argparse.Namespace) -> int:
     from evaluators.accuracy import complete
     from trainers.checkpoint import load_run
+    from trainers.runtime import enable_compilation_cache
 
+    enable_compilation_cache()
     if args.temperature < 0:
         raise UsageError(f"--temperature must be >= 0 (got {args.temperature})")
     prompt = args.prompt.replace("\\n", "\n")

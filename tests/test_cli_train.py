@@ -40,7 +40,7 @@ def test_train_eval_and_sample(run_dir, data_dir, tmp_path, capsys):
     capsys.readouterr()
     report_path = tmp_path / "report.json"
     argv = ["eval", "--run", str(run_dir), "--data", str(data_dir), "--split", "test"]
-    assert main([*argv, "--limit", "8", "--json", str(report_path)]) == 0
+    assert main([*argv, "--limit", "8", "--step", "6", "--json", str(report_path)]) == 0
     report = json.loads(report_path.read_text())
     assert report["n"] == 8 and 0.0 <= report["accuracy"] <= 1.0
     assert sum(cell["n"] for cell in report["by_question_type"].values()) == 8
@@ -72,6 +72,8 @@ def test_bad_input_is_one_line_and_status_2(tmp_path, data_dir, run_dir, capsys)
     corrupt.mkdir()
     (corrupt / "config.json").write_text("{truncated")
     assert "not a run folder" in _error(capsys, ["sample", "--run", str(corrupt), "--prompt", "x"])
+    no_step = ["eval", "--run", str(run_dir), "--data", str(data_dir), "--step", "5"]
+    assert "has no checkpoint 5 (it has [6])" in _error(capsys, no_step)
     assert "no split 'dev'" in _error(
         capsys, ["eval", "--run", str(run_dir), "--data", str(data_dir), "--split", "dev"]
     )

@@ -163,3 +163,41 @@ def test_failure_mid_run_leaves_no_output(tmp_path: Path, monkeypatch) -> None:
     with pytest.raises(RuntimeError, match="simulated crash"):
         main(["generate", "--out", str(out), "--n", "100", "--quiet"])
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "parquet"])
+def test_families_drawn_into_two_splits_stay_only_in_the_later_one(tmp_path, fmt):
+    from tasks.kinship import KinshipConfig
+    from tasks.kinship.dataset import _resolve_leaks
+    from tasks.kinship.generator import make_example
+    from tasks.kinship.splits import LeakCheck, family_fingerprint
+
+    config = KinshipConfig.for_level(1)
+    a, b, c = (make_example(config, 0, i, "train") for i in range(3))
+    splits = {"train": [a, b, a], "validation": [c, a], "test": [dict(a, split="test")]}
+    for name, records in splits.items():
+        if fmt == "parquet":
+            import pyarrow as pa
+            import pyarrow.parquet as pq
+
+            pq.write_table(pa.Table.from_pylist(records), tmp_path / f"{name}.parquet")
+        else:
+            lines = "".join(json.dumps(r) + "\n" for r in records)
+            (tmp_path / f"{name}.jsonl").write_text(lines, encoding="utf-8")
+    check = LeakCheck()
+    for name, records in splits.items():
+        check.add(name, [family_fingerprint(r) for r in records])
+    removed = _resolve_leaks(tmp_path, fmt, check.leaks, list(splits))
+    assert removed == {"train": 2, "validation": 1}
+    remaining = {name: load(tmp_path / f"{name}.{fmt}") for name in splits}
+    assert [r["id"] for r in remaining["train"]] == [b["id"]]
+    assert [r["id"] for r in remaining["validation"]] == [c["id"]]
+    assert [r["id"] for r in remaining["test"]] == [a["id"]]
+
+
+def load(path: Path) -> list[dict]:
+    if path.suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        return pq.read_table(path).to_pylist()
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]

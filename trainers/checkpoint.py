@@ -165,9 +165,12 @@ def load_run(run_dir: str | Path, step: int | None = None) -> tuple[GPT, GPTConf
         raise ValueError(f"{run_dir}/tokenizer cannot be loaded: {error}") from None
     checkpoints = Checkpoints(run_dir)
     try:
-        step = checkpoints.latest_step() if step is None else step
-        if step is None:
+        steps = sorted(checkpoints.manager.all_steps())
+        if not steps:
             raise ValueError(f"{run_dir} has no checkpoint yet")
+        step = steps[-1] if step is None else step
+        if step not in steps:
+            raise ValueError(f"{run_dir} has no checkpoint {step} (it has {steps})")
         graphdef, abstract_state = nnx.split(abstract_model(cfg))
         try:
             state = checkpoints.restore_model(step, abstract_state)
