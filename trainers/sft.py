@@ -77,16 +77,17 @@ class SFTConfig:
     """Hyper-parameters of an SFT run; every field is a `kinrl train sft` option."""
 
     preset: str = _doc("model size: nano, small or gpt2 (ignored with --init)", default="nano")
-    steps: int = _doc("optimizer steps, >= 1", default=5000)
+    steps: int = _doc("optimizer steps, >= 1", default=2000)
     batch_size: int = _doc("sequences per micro-batch, >= 1", default=32)
     grad_accum: int = _doc("micro-batches per optimizer step, >= 1", default=1)
-    learning_rate: float = _doc("peak learning rate, > 0", default=2e-3)
+    learning_rate: float = _doc("peak learning rate, > 0", default=3e-3)
     warmup_steps: int = _doc("linear warm-up steps, 0..steps-1", default=100)
     min_lr_ratio: float = _doc("final / peak learning rate of the cosine decay, 0..1", default=0.1)
     weight_decay: float = _doc("AdamW decoupled weight decay on matrices, >= 0", default=0.1)
     prompt_loss_weight: float = _doc(
         "weight of the prompt tokens' loss relative to the completion's, 0..1 (0 = "
-        "completion-only loss; eval/loss is always completion-only)",
+        "completion-only loss; 1 = every token alike, which on the kinship task teaches the "
+        "relation inversions its prompts state; eval/loss is always completion-only)",
         default=0.0,
     )
     clip_norm: float = _doc("clip gradients to this global norm, > 0", default=1.0)
