@@ -106,7 +106,7 @@ def _resolve_leaks(
     folder: Path, fmt: str, leaks: list[tuple[int, str, str]], order: list[str]
 ) -> dict[str, int]:
     """Make the splits family-disjoint after the fact: a family drawn into several splits (small
-    families at low levels repeat by chance, ~1 in 20,000 records at level 1) stays only in
+    families at low levels repeat by chance: 7 in 120,000 records at level 1) stays only in
     the latest of them in `order` (the evaluation splits come after train) and its records are
     removed from the others. Returns the records removed per split."""
     splits_of: dict[int, set[str]] = {}
