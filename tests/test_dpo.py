@@ -16,17 +16,28 @@ import numpy as np
 import optax
 import pytest
 from flax import nnx
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from tasks.kinship import KinshipConfig, generate_dataset
 from tasks.kinship.pairs import FeedbackConfig
+from trainers.data import TokenizedSplit
 from trainers.dpo import DPOConfig, dpo_method, dpo_step, preference_loss, train_dpo
 from trainers.losses import dpo_loss, ipo_loss, simpo_loss
 from trainers.model import PRESETS, GPTConfig, init_model, pure_jit
-from trainers.offline import pair_logps, sequence_logps
+from trainers.offline import (
+    packed_pair_logps,
+    packed_reference_logps,
+    pair_logps,
+    reference_logps,
+    sequence_logps,
+)
 from trainers.offline_run import prepare_offline
 from trainers.preference_data import (
     PREFERENCE_KIND,
+    SequencePairs,
     load_feedback_records,
+    make_packed_batch,
     make_pair_batch,
     tokenize_pairs,
 )
@@ -90,6 +101,91 @@ def test_concatenated_forward_equals_separate_forwards(pairs):
         )
         np.testing.assert_allclose(sums[side], alone, rtol=1e-5, atol=1e-4)
         np.testing.assert_array_equal(counts[side], alone_counts)
+
+
+def test_packed_batch_holds_the_prompt_once_then_both_completions(data_dir, tokenizer, pairs):
+    record = load_feedback_records(data_dir, "train", PREFERENCE_KIND)[0]
+    ids = functools.partial(lambda text: tokenizer(text, add_special_tokens=False)["input_ids"])
+    eos, prompt = tokenizer.eos_token_id, ids(record["prompt"])
+    chosen, rejected = [*ids(record["chosen"]), eos], [*ids(record["rejected"]), eos]
+    refs = np.arange(2 * len(pairs), dtype=np.float32)
+    batch = make_packed_batch(pairs, np.array([0, 1]), refs, grad_accum=2, pad_id=0)
+    assert batch.tokens.shape[:2] == (2, 1) and batch.loss_mask.shape[:3] == (2, 2, 1)
+    P, C, R = len(prompt), len(chosen), len(rejected)
+    end = P + C + R
+    assert batch.tokens[0, 0, :end].tolist() == prompt + chosen + rejected
+    assert (batch.tokens[0, 0, end:] == 0).all() and batch.tokens.shape[-1] % 32 == 0
+    assert batch.positions[0, 0, :end].tolist() == [*range(P + C), *range(P, P + R)]
+    assert batch.segments[0, 0].tolist() == [0] * P + [1] * C + [2] * R + [3] * (
+        batch.tokens.shape[-1] - end
+    )
+    sources = batch.sources[0, 0]
+    assert sources[P + C] == P - 1  # the rejected side's first token follows the prompt
+    assert all(sources[t] == t - 1 for t in range(1, end) if t != P + C)
+    assert batch.loss_mask[0, 0, 0].tolist()[:end] == [0] * P + [1] * C + [0] * R
+    assert batch.loss_mask[0, 1, 0].tolist()[:end] == [0] * (P + C) + [1] * R
+    assert batch.ref_logps[:, :, 0].tolist() == [[0, len(pairs)], [1, len(pairs) + 1]]
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.tuples(st.integers(1, 9), st.integers(1, 9), st.integers(1, 9)), min_size=1,
+                max_size=5))  # fmt: skip
+def test_packing_keeps_every_token_of_both_sequences(lengths):
+    """Unpacking a packed row by its segments and positions gives both sequences back."""
+    rng = np.random.default_rng(len(lengths))
+    prompts = [rng.integers(5, 50, p).tolist() for p, _, _ in lengths]
+    firsts = [
+        prompt + rng.integers(5, 50, c).tolist()
+        for prompt, (_, c, _) in zip(prompts, lengths, strict=True)
+    ]
+    seconds = [
+        prompt + rng.integers(5, 50, r).tolist()
+        for prompt, (_, _, r) in zip(prompts, lengths, strict=True)
+    ]
+    data = TokenizedSplit(tuple(np.array(t, np.int32) for t in firsts + seconds),
+                          np.array([p for p, _, _ in lengths] * 2))  # fmt: skip
+    pairs = SequencePairs(data, np.ones(len(lengths), bool))
+    batch = make_packed_batch(pairs, np.arange(len(lengths)), None, grad_accum=1, pad_id=0)
+    for row, (first, second) in enumerate(zip(firsts, seconds, strict=True)):
+        tokens, seg, pos = (x[0, row] for x in (batch.tokens, batch.segments, batch.positions))
+        for side, expected in ((1, first), (2, second)):
+            keep = (seg == 0) | (seg == side)
+            assert tokens[keep].tolist() == expected
+            assert pos[keep].tolist() == list(range(len(expected)))
+
+
+def test_packed_log_probs_equal_separate_sequences(pairs):
+    graphdef, state = nnx.split(init_model(TINY, 0))
+    indices = np.arange(8)
+    unpacked = make_pair_batch(pairs, indices, None, grad_accum=1, pad_id=0, max_length=128)
+    packed = make_packed_batch(pairs, indices, None, grad_accum=1, pad_id=0)
+    assert packed.tokens.size < unpacked.tokens.size
+    want, want_counts = pure_jit(pair_logps)(graphdef, state, *(x[0] for x in unpacked[:3]))
+    got, counts = pure_jit(packed_pair_logps)(graphdef, state, *(x[0] for x in packed[:5]))
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-4)
+    np.testing.assert_array_equal(counts, want_counts)
+    common = dict(batch_size=4, pad_id=0)
+    np.testing.assert_allclose(
+        packed_reference_logps(graphdef, state, pairs.sequences, **common),
+        reference_logps(graphdef, state, pairs.sequences, max_length=128, **common),
+        rtol=1e-5, atol=1e-4,
+    )  # fmt: skip
+
+
+def test_packed_step_equals_unpacked_step(pairs):
+    """The same 8 pairs, packed or not, take the same SGD step (same gradient)."""
+    config = DPOConfig(steps=10, batch_size=8, warmup_steps=0)
+    graphdef, state, _, batch, _ = _step_inputs(pairs, np.arange(8), 1, config)
+    packed = make_packed_batch(pairs, np.arange(8), None, grad_accum=1, pad_id=0)
+    packed = packed._replace(ref_logps=np.asarray(batch.ref_logps) - 0.25)  # policy != ref
+    batch = batch._replace(ref_logps=np.asarray(batch.ref_logps) - 0.25)
+    sgd = optax.sgd(1.0)
+    step = jax.jit(functools.partial(dpo_step, optimizer=sgd, config=config), static_argnums=0)
+    one, _, m1 = step(graphdef, state, sgd.init(state), batch)
+    two, _, m2 = step(graphdef, state, sgd.init(state), packed)
+    for key in ("loss", "grad_norm", "logps/chosen", "rewards/margins"):
+        np.testing.assert_allclose(m1[key], m2[key], rtol=1e-4, atol=1e-6)
+    jax.tree.map(functools.partial(np.testing.assert_allclose, rtol=1e-4, atol=1e-6), one, two)
 
 
 @pytest.fixture

@@ -18,11 +18,19 @@ from tasks.kinship import KinshipConfig, generate_dataset
 from tasks.kinship.pairs import FeedbackConfig
 from trainers.checkpoint import load_run
 from trainers.model import PRESETS, GPTConfig, init_model
-from trainers.preference_data import PREFERENCE_KIND, load_feedback_records
+from trainers.preference_data import (
+    PREFERENCE_KIND,
+    load_feedback_records,
+    make_packed_batch,
+    make_pair_batch,
+    tokenize_pairs,
+)
 from trainers.reward_model import (
     RewardModelConfig,
     expected_calibration_error,
     mean_reference_reward,
+    packed_pair_rewards,
+    pair_rewards,
     read_reward_offset,
     sequence_rewards,
     train_reward_model,
@@ -41,6 +49,22 @@ def test_reward_is_the_value_at_the_last_real_token():
     np.testing.assert_allclose(rewards, [values[0, 3], values[1, 5]])
     alone = sequence_rewards(model, tokens[:1, :4], attention[:1, :4])  # no padding at all
     np.testing.assert_allclose(rewards[0], alone[0], rtol=1e-5, atol=1e-6)
+
+
+def test_packed_rewards_equal_separate_sequences(data_dir):
+    from trainers.tokenizer import kinship_tokenizer
+
+    tokenizer = kinship_tokenizer()
+    records = load_feedback_records(data_dir, "train", PREFERENCE_KIND)[:8]
+    pairs = tokenize_pairs(records, tokenizer, 128)
+    cfg = dataclasses.replace(TINY, vocab_size=len(tokenizer), n_positions=128)
+    model, _ = with_value_head(init_model(cfg, 0), cfg, seed=1)
+    indices = np.arange(len(pairs))
+    unpacked = make_pair_batch(pairs, indices, None, grad_accum=1, pad_id=0, max_length=128)
+    packed = make_packed_batch(pairs, indices, None, grad_accum=1, pad_id=0)
+    want = pair_rewards(model, unpacked.tokens[0], unpacked.attention_mask[0])
+    got = packed_pair_rewards(model, packed.tokens[0], packed.positions[0], packed.segments[0])
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
 
 
 def test_value_head_is_added_to_the_initial_trunk():

@@ -33,16 +33,17 @@ from flax import nnx
 from tasks.fields import documented
 from trainers.losses import DPO_LOSSES
 from trainers.offline import (
+    PACK_PAIRS_HELP,
     Metrics,
     OfflineConfig,
     accumulate_gradients,
     apply_gradients,
-    pair_logps,
+    micro_pair_logps,
     require,
     require_number,
 )
 from trainers.offline_run import Method, OfflineSetup, prepare_offline, run_offline
-from trainers.preference_data import PREFERENCE_KIND, PairBatch
+from trainers.preference_data import PREFERENCE_KIND, PackedPairBatch, PairBatch
 
 PER_TOKEN_MEAN_LOSSES = ("ipo", "simpo")
 
@@ -58,9 +59,11 @@ class DPOConfig(OfflineConfig):
         "assumed label-flip rate (cdpo: 0..0.5, robust: 0..<0.5; 0 for the others)", default=0.0
     )
     gamma: float = documented("SimPO target reward margin, >= 0", default=0.5)
+    pack_pairs: bool = documented(PACK_PAIRS_HELP, default=True)
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        require(isinstance(self.pack_pairs, bool), "pack_pairs", "true or false", self.pack_pairs)
         require(self.loss in DPO_LOSSES, "loss", f"one of {', '.join(DPO_LOSSES)}", self.loss)
         require_number(self, "beta", lambda v: v > 0, "a number > 0")
         require_number(self, "gamma", lambda v: v >= 0, "a number >= 0")
@@ -88,9 +91,11 @@ def preference_loss(
     return loss_fn(policy[0], policy[1], reference[0], reference[1], **kwargs)
 
 
-def dpo_example_loss(config: DPOConfig, model: nnx.Module, micro: PairBatch) -> tuple:
-    """Per-pair loss (B,) and metrics of one (2, B, T) micro-batch (one concatenated forward)."""
-    policy, counts = pair_logps(model, micro.tokens, micro.attention_mask, micro.loss_mask)
+def dpo_example_loss(
+    config: DPOConfig, model: nnx.Module, micro: PairBatch | PackedPairBatch
+) -> tuple:
+    """Per-pair loss (B,) and metrics of one micro-batch (one forward over both sequences)."""
+    policy, counts = micro_pair_logps(model, micro)
     loss, metrics = preference_loss(config, policy, counts, micro.ref_logps)
     policy = jax.lax.stop_gradient(policy)
     return loss, {**metrics, "logps/chosen": policy[0], "logps/rejected": policy[1]}
@@ -100,7 +105,7 @@ def dpo_step(
     graphdef: nnx.GraphDef,
     state: nnx.State,
     opt_state: optax.OptState,
-    batch: PairBatch,
+    batch: PairBatch | PackedPairBatch,
     *,
     optimizer: optax.GradientTransformation,
     config: DPOConfig,
@@ -114,9 +119,13 @@ def dpo_step(
 
 
 def dpo_eval_step(
-    graphdef: nnx.GraphDef, state: nnx.State, batch: PairBatch, *, config: DPOConfig
+    graphdef: nnx.GraphDef,
+    state: nnx.State,
+    batch: PairBatch | PackedPairBatch,
+    *,
+    config: DPOConfig,
 ) -> Metrics:
-    """Per-pair held-out metrics (B,) of a (1, 2, B, T) batch, `loss` included."""
+    """Per-pair held-out metrics (B,) of a one-micro-batch batch, `loss` included."""
     micro = jax.tree.map(lambda x: x[0], batch)
     loss, metrics = dpo_example_loss(config, nnx.merge(graphdef, state), micro)
     return {**metrics, "loss": loss}
@@ -130,6 +139,7 @@ def dpo_method(config: DPOConfig) -> Method:
         needs_reference=config.loss != "simpo",
         step=functools.partial(dpo_step, config=config),
         eval_step=functools.partial(dpo_eval_step, config=config),
+        packed=config.pack_pairs,
     )
 
 

@@ -268,15 +268,23 @@ class GPT(nnx.Module):
         input_ids: jax.Array,
         attention_mask: jax.Array | None = None,
         positions: jax.Array | None = None,
+        attend: jax.Array | None = None,
     ) -> jax.Array:
-        """(B, T) ids -> final hidden states after ln_f, (B, T, C) in the compute dtype."""
+        """(B, T) ids -> final hidden states after ln_f, (B, T, C) in the compute dtype.
+
+        `attend` (B, T, T) bool, True where query slot i may see key slot j, replaces the
+        causal-and-padding mask (with explicit `positions`): several sequences packed in one
+        row, e.g. a shared prompt followed by two completions (`trainers.offline`)."""
         B, T = input_ids.shape
         if attention_mask is None:
             attention_mask = jnp.ones((B, T), dtype=bool)
         if positions is None:
             positions = positions_from_mask(attention_mask)
-        causal = jnp.tril(jnp.ones((T, T), dtype=bool))  # (T, T)
-        mask = causal[None, None] & attention_mask.astype(bool)[:, None, None, :]  # (B,1,T,T)
+        if attend is not None:
+            mask = attend.astype(bool)[:, None]  # (B, 1, T, T)
+        else:
+            causal = jnp.tril(jnp.ones((T, T), dtype=bool))  # (T, T)
+            mask = causal[None, None] & attention_mask.astype(bool)[:, None, None, :]
         x = self._embed(input_ids, positions)  # (B, T, C)
         block_fn = nnx.remat(_block_no_cache) if self.cfg.remat else _block_no_cache
         for block in self.h:

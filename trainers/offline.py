@@ -2,8 +2,10 @@
 
 * `OfflineConfig`: the optimisation and run fields every method has (each method's config
   subclasses it and adds its own); its optimizer is `trainers.sft.make_optimizer`.
-* Log-probs: `sequence_logps` (masked sums over completion tokens) and `pair_logps`, which puts
-  both sequences of each example through the model in one (2B, T) call.
+* Log-probs: `sequence_logps` (masked sums over completion tokens), `pair_logps`, which puts
+  both sequences of each example through the model in one (2B, T) call, and
+  `packed_pair_logps`, the same sums from packed rows (`PackedPairBatch`: the shared prompt
+  once, then both completions), which the reward model and the DPO family train on.
 * Reference log-probs, computed ONCE before training with the initial policy (which is the
   reference) and cached in the run folder (`RUN/reference_logps.npz`), so no second model sits
   in memory while training and a resumed run reuses them.
@@ -33,11 +35,18 @@ from flax import nnx
 from tasks.fields import documented
 from trainers.data import TokenizedSplit, make_batch
 from trainers.model import GPT, PRESETS, GPTConfig, pure_jit
-from trainers.preference_data import PairBatch
+from trainers.preference_data import (
+    PAD_SEGMENT,
+    PackedPairBatch,
+    PairBatch,
+    SequencePairs,
+    make_packed_batch,
+    packed_lengths,
+)
 from trainers.sft import token_losses
 
 Metrics = dict[str, jax.Array]
-ExampleLoss = Callable[[GPT, PairBatch], tuple[jax.Array, Metrics]]
+ExampleLoss = Callable[[GPT, Any], tuple[jax.Array, Metrics]]  # PairBatch or packed
 
 
 def require(ok: bool, name: str, allowed: str, value: Any) -> None:
@@ -62,6 +71,11 @@ def require_number(config: Any, name: str, ok: Callable[[float], bool], allowed:
     value = getattr(config, name)
     require(_is_number(value) and ok(value), name, allowed, value)
 
+
+PACK_PAIRS_HELP = (
+    "pack each pair as its prompt once, then both completions (one forward, no padding "
+    "of one completion to the other's length); false: two padded sequences"
+)
 
 _INT_MINIMUM = {
     "steps": 1, "batch_size": 1, "grad_accum": 1, "seed": 0, "log_interval": 1,
@@ -150,6 +164,53 @@ def pair_logps(
     return sums.reshape(two, B), counts.reshape(two, B)
 
 
+def packed_attention(segments: jax.Array) -> jax.Array:
+    """(B, T) segment ids of packed rows (`PackedPairBatch`) -> (B, T, T) bool: slot i sees
+    slot j when j <= i and j is in the prompt or in i's own completion. Padding queries see
+    the prompt only (their outputs are never read, but stay finite)."""
+    T = segments.shape[-1]
+    causal = jnp.arange(T)[None, :] <= jnp.arange(T)[:, None]  # (T, T): key j <= query i
+    query, key = segments[:, :, None], segments[:, None, :]
+    visible = (key == 0) | ((key == query) & (key != PAD_SEGMENT))
+    return causal[None] & visible
+
+
+def packed_hidden(
+    model: GPT, tokens: jax.Array, positions: jax.Array, segments: jax.Array
+) -> jax.Array:
+    """(B, T) packed rows -> final hidden states (B, T, C): each slot's state is exactly the
+    one it has in its own unpacked sequence."""
+    return model.hidden_states(tokens, positions=positions, attend=packed_attention(segments))
+
+
+def packed_pair_logps(
+    model: GPT,
+    tokens: jax.Array,
+    positions: jax.Array,
+    segments: jax.Array,
+    sources: jax.Array,
+    loss_mask: jax.Array,
+) -> tuple[jax.Array, jax.Array]:
+    """(B, T) packed rows (see `PackedPairBatch`) -> summed completion log-probs (2, B) and
+    token counts (2, B) of the first and second sequences: `pair_logps` of the same pairs,
+    from one forward that runs each prompt once."""
+    logits = model.lm_head(packed_hidden(model, tokens, positions, segments))  # (B, T, V)
+    rows = jnp.arange(tokens.shape[0])[:, None]  # (B, 1)
+    lse = jax.nn.logsumexp(logits, axis=-1)  # (B, T)
+    token_logps = logits[rows, sources, tokens] - lse[rows, sources]  # (B, T)
+    sums = jnp.einsum("sbt,bt->sb", loss_mask, token_logps)
+    return sums, jnp.sum(loss_mask, axis=-1)
+
+
+def micro_pair_logps(model: GPT, micro: PairBatch | PackedPairBatch) -> tuple[jax.Array, ...]:
+    """Summed log-probs (2, B) and counts (2, B) of one micro-batch in either layout."""
+    if isinstance(micro, PackedPairBatch):
+        return packed_pair_logps(
+            model, micro.tokens, micro.positions, micro.segments, micro.sources, micro.loss_mask
+        )
+    return pair_logps(model, micro.tokens, micro.attention_mask, micro.loss_mask)
+
+
 def _sums(model: GPT, tokens: jax.Array, attention: jax.Array, mask: jax.Array) -> jax.Array:
     return sequence_logps(model, tokens, attention, mask)[0]
 
@@ -186,6 +247,40 @@ def reference_logps(
     return out
 
 
+def _packed_sums(model: GPT, batch: PackedPairBatch) -> jax.Array:
+    micro = jax.tree.map(lambda x: x[0], batch)
+    return micro_pair_logps(model, micro)[0]
+
+
+_packed_reference_forward = pure_jit(_packed_sums)
+
+
+def packed_reference_logps(
+    graphdef: nnx.GraphDef,
+    state: nnx.State,
+    data: TokenizedSplit,
+    *,
+    batch_size: int,
+    pad_id: int,
+) -> np.ndarray:
+    """`reference_logps` of a split of pairs (`SequencePairs.sequences`: sequence i and i + N
+    share a prompt), computed on packed rows: (len(data),) float32 in the same order."""
+    pairs = SequencePairs(data, np.ones(len(data) // 2, bool))
+    order = np.argsort(packed_lengths(pairs), kind="stable")
+    n = len(pairs)
+    out = np.zeros(len(data), np.float32)
+    pending = []
+    for start in range(0, n, batch_size):
+        chunk = order[start : start + batch_size]
+        padded = np.concatenate([chunk, np.repeat(chunk[:1], batch_size - len(chunk))])
+        batch = make_packed_batch(pairs, padded, None, grad_accum=1, pad_id=pad_id)
+        pending.append((chunk, _packed_reference_forward(graphdef, state, batch)))
+    for chunk, sums in pending:  # one host sync at the end, not one per batch
+        sums = np.asarray(sums)
+        out[chunk], out[chunk + n] = sums[0, : len(chunk)], sums[1, : len(chunk)]
+    return out
+
+
 def fingerprint(data: TokenizedSplit) -> str:
     """A digest of the token sequences and prompt lengths (what reference log-probs are of)."""
     digest = hashlib.sha256()
@@ -217,7 +312,10 @@ def cached_reference_logps(
 
 
 def accumulate_gradients(
-    graphdef: nnx.GraphDef, state: nnx.State, batch: PairBatch, example_loss: ExampleLoss
+    graphdef: nnx.GraphDef,
+    state: nnx.State,
+    batch: PairBatch | PackedPairBatch,
+    example_loss: ExampleLoss,
 ) -> tuple[nnx.State, Metrics]:
     """Gradient of the mean per-example loss over the whole (A, ., B, .) step batch, scanning
     the A micro-batches. Metrics: `loss`, `grad_norm` (before clipping) and the mean over the
@@ -225,11 +323,11 @@ def accumulate_gradients(
     A, B = batch.labels.shape
     total = A * B
 
-    def scaled_loss(state: nnx.State, micro: PairBatch) -> tuple[jax.Array, Metrics]:
+    def scaled_loss(state: nnx.State, micro: Any) -> tuple[jax.Array, Metrics]:
         loss, metrics = example_loss(nnx.merge(graphdef, state), micro)  # (B,), (B,) each
         return jnp.sum(loss) / total, metrics
 
-    def body(grads: nnx.State, micro: PairBatch) -> tuple[nnx.State, tuple[jax.Array, Metrics]]:
+    def body(grads: nnx.State, micro: Any) -> tuple[nnx.State, tuple[jax.Array, Metrics]]:
         (loss, metrics), micro_grads = jax.value_and_grad(scaled_loss, has_aux=True)(state, micro)
         sums = {k: jnp.sum(v) for k, v in metrics.items()}
         return jax.tree.map(jnp.add, grads, micro_grads), (loss, sums)

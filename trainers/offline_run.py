@@ -38,8 +38,14 @@ from trainers.checkpoint import (
 )
 from trainers.data import has_split, read_data_config, split_path
 from trainers.model import GPT, GPTConfig, init_model
-from trainers.offline import OfflineConfig, cached_reference_logps, reference_logps
+from trainers.offline import (
+    OfflineConfig,
+    cached_reference_logps,
+    packed_reference_logps,
+    reference_logps,
+)
 from trainers.preference_data import (
+    PackedPairBatch,
     PairBatch,
     PairIterator,
     SequencePairs,
@@ -76,6 +82,7 @@ class Method(NamedTuple):
     tokenize: Callable[..., SequencePairs] = tokenize_pairs  # (records, tokenizer, max_len)
     prepare_model: Callable[..., tuple[GPT, GPTConfig]] = _identity_model
     summarize: Summarize | None = None  # extra held-out figures from the per-example metrics
+    packed: bool = False  # batches are `PackedPairBatch`es (both sequences share the prompt)
 
 
 class OfflineSetup(NamedTuple):
@@ -149,19 +156,34 @@ def prepare_offline(
         if validation is not None:
             splits["validation"] = validation.sequences
         graphdef, state = nnx.split(model)
-        compute = functools.partial(
-            reference_logps, graphdef, state, batch_size=config.reference_batch_size,
-            pad_id=tokenizer.pad_token_id, max_length=cfg.n_positions,
-        )  # fmt: skip
+        if method.packed:  # reference_batch_size counts sequences: half as many packed rows
+            compute = functools.partial(
+                packed_reference_logps, graphdef, state,
+                batch_size=max(config.reference_batch_size // 2, 1), pad_id=tokenizer.pad_token_id,
+            )  # fmt: skip
+        else:
+            compute = functools.partial(
+                reference_logps, graphdef, state, batch_size=config.reference_batch_size,
+                pad_id=tokenizer.pad_token_id, max_length=cfg.n_positions,
+            )  # fmt: skip
         references = cached_reference_logps(run / "reference_logps.npz", splits, compute)
     seconds = time.perf_counter() - start
     return OfflineSetup(tokenizer, cfg, model, mesh, train, validation, references, seconds,
                         Path(data_dir))  # fmt: skip
 
 
-def pair_batch_sharding(mesh: Mesh) -> PairBatch:
-    """Shardings of a `PairBatch`: the example axis B split over every device."""
+def pair_batch_sharding(mesh: Mesh, packed: bool = False) -> PairBatch | PackedPairBatch:
+    """Shardings of a `PairBatch` (or `PackedPairBatch`): the example axis B split over every
+    device."""
     spec = functools.partial(NamedSharding, mesh)
+    if packed:
+        rows = spec(PartitionSpec(None, BATCH_AXES, None))  # (A, B, T)
+        return PackedPairBatch(
+            tokens=rows, positions=rows, segments=rows, sources=rows,
+            loss_mask=spec(PartitionSpec(None, None, BATCH_AXES, None)),
+            ref_logps=spec(PartitionSpec(None, None, BATCH_AXES)),
+            labels=spec(PartitionSpec(None, BATCH_AXES)),
+        )  # fmt: skip
     return PairBatch(
         tokens=spec(PartitionSpec(None, None, BATCH_AXES, None)),
         attention_mask=spec(PartitionSpec(None, None, BATCH_AXES, None)),
@@ -210,7 +232,7 @@ def place(method: Method, config: OfflineConfig, model: GPT, mesh: Mesh,
 def evaluate_pairs(method: Method, placed: _Placed, state: nnx.State, batches: list,
                    mesh: Mesh) -> dict[str, float]:  # fmt: skip
     """Held-out means of every per-example metric (plus `method.summarize`'s figures)."""
-    sharding = pair_batch_sharding(mesh)
+    sharding = pair_batch_sharding(mesh, method.packed)
     outputs = [
         (placed.eval_step(placed.graphdef, state, put_global(batch, sharding)), real)
         for batch, real in batches
@@ -268,12 +290,14 @@ def _train_loop(method: Method, config: OfflineConfig, setup: OfflineSetup, plac
         setup.train, setup.references.get("train"), batch_size=config.batch_size,
         grad_accum=config.grad_accum, seed=config.seed, pad_id=pad_id, max_length=max_length,
         length_grouping=config.length_grouping, position=placed.data_position,
+        packed=method.packed,
     )  # fmt: skip
     held_out = []
     if setup.validation is not None and len(setup.validation):
         held_out = eval_pair_batches(setup.validation, setup.references.get("validation"),
-                                     config.batch_size, pad_id, max_length)  # fmt: skip
-    sharding = pair_batch_sharding(setup.mesh)
+                                     config.batch_size, pad_id, max_length,
+                                     packed=method.packed)  # fmt: skip
+    sharding = pair_batch_sharding(setup.mesh, method.packed)
     bar = tqdm(total=config.steps, initial=placed.step, unit="step",
                disable=not progress or jax.process_index() != 0)  # fmt: skip
     logger = _Logger(log, config, bar)

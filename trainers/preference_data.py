@@ -11,8 +11,16 @@ completion and the EOS (as in `trainers/data.py`, whose padding and bucketing ar
   prepared, so the reference log-probs of the mismatched sequences are computed once too.
 
 `sequences.tokens[i]` is example i's first sequence and `sequences.tokens[i + N]` its second.
-A step batch is laid out (A, 2, B, T): A micro-batches, first/second sequence, B examples;
-the trainers reshape (2, B, T) -> (2B, T) so both sequences go through the model in one call.
+Two step-batch layouts:
+
+* `PairBatch` (A, 2, B, T): A micro-batches, first/second sequence, B examples; the trainers
+  reshape (2, B, T) -> (2B, T) so both sequences go through the model in one call (KTO).
+* `PackedPairBatch` (A, B, T): each row is the shared prompt once, then the first completion,
+  then the second, with positions restarting after the prompt and an attention mask that
+  keeps the two completions from seeing each other (prefix sharing). The log-probs are those
+  of the two separate sequences, but the prompt goes through the model once and neither
+  completion is padded to the other's length: about half the token slots of `PairBatch` on
+  kinship pairs. The reward model and the DPO family use it.
 """
 
 from __future__ import annotations
@@ -25,7 +33,14 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from trainers.data import TokenizedSplit, epoch_order, make_batch, read_data_config, split_path
+from trainers.data import (
+    BUCKET,
+    TokenizedSplit,
+    epoch_order,
+    make_batch,
+    read_data_config,
+    split_path,
+)
 
 PREFERENCE_KIND = "kinship/preference"
 FEEDBACK_KIND = "kinship/feedback"
@@ -179,11 +194,100 @@ def make_pair_batch(
     )
 
 
+class PackedPairBatch(NamedTuple):
+    """One optimizer step of examples packed one per row: prompt, first completion (with its
+    EOS), second completion (with its EOS), then padding. A micro-batches of B rows.
+
+    tokens:    (A, B, T) int32, right-padded with the pad id
+    positions: (A, B, T) int32 position ids: the second completion continues the prompt's
+               numbering exactly as in its own unpacked sequence
+    segments:  (A, B, T) int32: 0 prompt, 1 first completion, 2 second, 3 padding
+    sources:   (A, B, T) int32 the slot whose logits predict this slot's token: t - 1, except
+               the second completion's first token, predicted from the prompt's last slot
+    loss_mask: (A, 2, B, T) float32, 1 on the first (resp. second) completion and its EOS
+    ref_logps: (A, 2, B) float32 reference summed log-probs (zeros when unused)
+    labels:    (A, B) bool, as in `PairBatch`
+    """
+
+    tokens: np.ndarray
+    positions: np.ndarray
+    segments: np.ndarray
+    sources: np.ndarray
+    loss_mask: np.ndarray
+    ref_logps: np.ndarray
+    labels: np.ndarray
+
+
+PAD_SEGMENT = 3
+
+
+def packed_lengths(pairs: SequencePairs) -> np.ndarray:
+    """(N,) length of each example packed: both sequences minus one copy of the prompt."""
+    lengths, prompts, n = pairs.sequences.lengths, pairs.sequences.prompt_lengths, len(pairs)
+    return lengths[:n] + lengths[n:] - prompts[:n]
+
+
+def make_packed_batch(
+    pairs: SequencePairs,
+    indices: np.ndarray,
+    ref_logps: np.ndarray | None,
+    *,
+    grad_accum: int,
+    pad_id: int,
+    bucket: int = BUCKET,
+) -> PackedPairBatch:
+    """Pack examples `indices` ((A * B,), in order) into a `PackedPairBatch`; `ref_logps` is
+    (2N,). The width is the longest packed row rounded up to `bucket`; positions stay within
+    each sequence's own length, so the model's context bounds the sequences, not the row."""
+    data, n = pairs.sequences, len(pairs)
+    indices = np.asarray(indices)
+    if len(indices) % grad_accum:
+        raise ValueError(f"{len(indices)} examples do not split into {grad_accum} micro-batches")
+    rows = len(indices)
+    width = -(-int(max(packed_lengths(pairs)[indices])) // bucket) * bucket
+    tokens = np.full((rows, width), pad_id, np.int32)
+    positions = np.zeros((rows, width), np.int32)
+    segments = np.full((rows, width), PAD_SEGMENT, np.int32)
+    sources = np.maximum(np.arange(width, dtype=np.int32) - 1, 0)[None].repeat(rows, axis=0)
+    loss = np.zeros((rows, 2, width), np.float32)
+    for row, i in enumerate(indices):
+        first, second = data.tokens[i], data.tokens[i + n]
+        prompt = int(data.prompt_lengths[i])
+        if prompt < 1 or int(data.prompt_lengths[i + n]) != prompt:
+            raise ValueError(f"example {i}: packing needs one shared, non-empty prompt")
+        end = len(first) + len(second) - prompt
+        tokens[row, : len(first)] = first
+        tokens[row, len(first) : end] = second[prompt:]
+        positions[row, : len(first)] = np.arange(len(first))
+        positions[row, len(first) : end] = np.arange(prompt, len(second))
+        segments[row, :prompt] = 0
+        segments[row, prompt : len(first)] = 1
+        segments[row, len(first) : end] = 2
+        sources[row, len(first)] = prompt - 1
+        loss[row, 0, prompt : len(first)] = 1.0
+        loss[row, 1, len(first) : end] = 1.0
+    shape = (grad_accum, rows // grad_accum, width)
+    grid = indices.reshape(grad_accum, -1)  # (A, B)
+    refs = np.zeros((grad_accum, 2, shape[1]), np.float32)
+    if ref_logps is not None:
+        refs = np.stack([ref_logps[grid], ref_logps[grid + n]], axis=1).astype(np.float32)
+    return PackedPairBatch(
+        tokens.reshape(shape),
+        positions.reshape(shape),
+        segments.reshape(shape),
+        sources.reshape(shape),
+        loss.reshape(grad_accum, -1, 2, width).transpose(0, 2, 1, 3),
+        refs,
+        pairs.labels[grid],
+    )
+
+
 class PairIterator:
     """Endless deterministic step batches; `position` (steps taken) is the whole state.
 
     The order is `trainers.data.epoch_order` over the examples' pair lengths, so batch k of a
-    run is a pure function of (seed, k), exactly as for SFT."""
+    run is a pure function of (seed, k), exactly as for SFT. `packed` yields
+    `PackedPairBatch`es (the same examples in the same order) instead of `PairBatch`es."""
 
     def __init__(
         self,
@@ -197,8 +301,9 @@ class PairIterator:
         max_length: int,
         length_grouping: int = 1,
         position: int = 0,
+        packed: bool = False,
     ) -> None:
-        self.pairs, self.ref_logps = pairs, ref_logps
+        self.pairs, self.ref_logps, self.packed = pairs, ref_logps, packed
         self.examples = batch_size * grad_accum
         self.grad_accum, self.seed, self.pad_id = grad_accum, seed, pad_id
         self.max_length, self.length_grouping, self.position = max_length, length_grouping, position
@@ -208,7 +313,7 @@ class PairIterator:
                 f"batch_size * grad_accum = {self.examples} exceeds the {len(pairs)} training "
                 "examples"
             )
-        self._lengths = pairs.lengths
+        self._lengths = packed_lengths(pairs) if packed else pairs.lengths
         self._epoch, self._order = -1, np.empty((0, 0), np.int64)
 
     def indices(self, step: int) -> np.ndarray:
@@ -221,28 +326,41 @@ class PairIterator:
             self._epoch = epoch
         return self._order[within]
 
-    def __next__(self) -> PairBatch:
-        batch = make_pair_batch(
-            self.pairs, self.indices(self.position), self.ref_logps,
-            grad_accum=self.grad_accum, pad_id=self.pad_id, max_length=self.max_length,
-        )  # fmt: skip
+    def __next__(self) -> PairBatch | PackedPairBatch:
+        indices = self.indices(self.position)
+        if self.packed:
+            batch: PairBatch | PackedPairBatch = make_packed_batch(
+                self.pairs, indices, self.ref_logps, grad_accum=self.grad_accum,
+                pad_id=self.pad_id,
+            )  # fmt: skip
+        else:
+            batch = make_pair_batch(
+                self.pairs, indices, self.ref_logps, grad_accum=self.grad_accum,
+                pad_id=self.pad_id, max_length=self.max_length,
+            )  # fmt: skip
         self.position += 1
         return batch
 
 
 def eval_pair_batches(
     pairs: SequencePairs, ref_logps: np.ndarray | None, batch_size: int, pad_id: int,
-    max_length: int,
-) -> list[tuple[PairBatch, int]]:  # fmt: skip
-    """Every example once, as (1, 2, batch_size, T) batches sorted by length, each with its
-    count of real examples (the last batch is filled up with copies of its first example)."""
-    order = np.argsort(pairs.lengths, kind="stable")
-    out = []
+    max_length: int, packed: bool = False,
+) -> list[tuple[PairBatch | PackedPairBatch, int]]:  # fmt: skip
+    """Every example once, as (1, 2, batch_size, T) batches (`packed`: (1, batch_size, T)
+    `PackedPairBatch`es) sorted by length, each with its count of real examples (the last
+    batch is filled up with copies of its first example)."""
+    order = np.argsort(packed_lengths(pairs) if packed else pairs.lengths, kind="stable")
+    out: list[tuple[PairBatch | PackedPairBatch, int]] = []
     for start in range(0, len(order), batch_size):
         chunk = order[start : start + batch_size]
         real = len(chunk)
         chunk = np.concatenate([chunk, np.repeat(chunk[:1], batch_size - real)])
-        batch = make_pair_batch(pairs, chunk, ref_logps, grad_accum=1, pad_id=pad_id,
-                                max_length=max_length)  # fmt: skip
+        if packed:
+            batch: PairBatch | PackedPairBatch = make_packed_batch(
+                pairs, chunk, ref_logps, grad_accum=1, pad_id=pad_id
+            )
+        else:
+            batch = make_pair_batch(pairs, chunk, ref_logps, grad_accum=1, pad_id=pad_id,
+                                    max_length=max_length)  # fmt: skip
         out.append((batch, real))
     return out

@@ -36,14 +36,22 @@ from trainers.data import make_batch, tokenize_examples
 from trainers.losses import bradley_terry_loss
 from trainers.model import GPT, GPTConfig, init_model, pure_jit
 from trainers.offline import (
+    PACK_PAIRS_HELP,
     Metrics,
     OfflineConfig,
     accumulate_gradients,
     apply_gradients,
+    packed_hidden,
+    require,
     require_int,
 )
 from trainers.offline_run import Method, OfflineSetup, prepare_offline, run_offline
-from trainers.preference_data import PREFERENCE_KIND, PairBatch, load_feedback_records
+from trainers.preference_data import (
+    PREFERENCE_KIND,
+    PackedPairBatch,
+    PairBatch,
+    load_feedback_records,
+)
 
 OFFSET_FILE = "reward_offset.json"
 
@@ -57,9 +65,11 @@ class RewardModelConfig(OfflineConfig):
     )
     calibration_bins: int = documented("confidence bins of the calibration error, >= 1",
                                        default=10)  # fmt: skip
+    pack_pairs: bool = documented(PACK_PAIRS_HELP, default=True)
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        require(isinstance(self.pack_pairs, bool), "pack_pairs", "true or false", self.pack_pairs)
         require_int(self, "offset_examples", 1)
         require_int(self, "calibration_bins", 1)
 
@@ -90,9 +100,25 @@ def pair_rewards(model: GPT, tokens: jax.Array, attention_mask: jax.Array) -> ja
     return rewards.reshape(two, B)
 
 
-def reward_example_loss(model: GPT, micro: PairBatch) -> tuple[jax.Array, Metrics]:
-    """Bradley-Terry loss (B,) and its metrics for one (2, B, T) micro-batch."""
-    rewards = pair_rewards(model, micro.tokens, micro.attention_mask)
+def packed_pair_rewards(
+    model: GPT, tokens: jax.Array, positions: jax.Array, segments: jax.Array
+) -> jax.Array:
+    """(B, T) packed rows (`PackedPairBatch`) -> (2, B) rewards at the last token (the EOS)
+    of the first and second completions: `pair_rewards` of the same pairs."""
+    values = model.value(packed_hidden(model, tokens, positions, segments))  # (B, T)
+    slots = jnp.arange(tokens.shape[-1])
+    last = jnp.stack([jnp.max(jnp.where(segments == s, slots, -1), axis=-1) for s in (1, 2)])
+    return jnp.take_along_axis(values[None], last[..., None], axis=-1)[..., 0]  # (2, B)
+
+
+def reward_example_loss(
+    model: GPT, micro: PairBatch | PackedPairBatch
+) -> tuple[jax.Array, Metrics]:
+    """Bradley-Terry loss (B,) and its metrics for one micro-batch (either layout)."""
+    if isinstance(micro, PackedPairBatch):
+        rewards = packed_pair_rewards(model, micro.tokens, micro.positions, micro.segments)
+    else:
+        rewards = pair_rewards(model, micro.tokens, micro.attention_mask)
     return bradley_terry_loss(rewards[0], rewards[1])
 
 
@@ -100,7 +126,7 @@ def reward_model_step(
     graphdef: nnx.GraphDef,
     state: nnx.State,
     opt_state: optax.OptState,
-    batch: PairBatch,
+    batch: PairBatch | PackedPairBatch,
     *,
     optimizer: optax.GradientTransformation,
 ) -> tuple[nnx.State, optax.OptState, Metrics]:
@@ -110,8 +136,10 @@ def reward_model_step(
     return state, opt_state, metrics
 
 
-def reward_model_eval_step(graphdef: nnx.GraphDef, state: nnx.State, batch: PairBatch) -> Metrics:
-    """Per-pair held-out metrics (B,) of a (1, 2, B, T) batch, `loss` included."""
+def reward_model_eval_step(
+    graphdef: nnx.GraphDef, state: nnx.State, batch: PairBatch | PackedPairBatch
+) -> Metrics:
+    """Per-pair held-out metrics (B,) of a one-micro-batch batch, `loss` included."""
     micro = jax.tree.map(lambda x: x[0], batch)
     loss, metrics = reward_example_loss(nnx.merge(graphdef, state), micro)
     return {**metrics, "loss": loss}
@@ -147,6 +175,7 @@ def reward_model_method(config: RewardModelConfig) -> Method:
         eval_step=reward_model_eval_step,
         prepare_model=with_value_head,
         summarize=summarize,
+        packed=config.pack_pairs,
     )
 
 
