@@ -244,6 +244,7 @@ def reference_logps(
         pending.append((chunk, sums))
     for chunk, sums in pending:  # one host sync at the end, not one per batch
         out[chunk] = np.asarray(sums)[: len(chunk)]
+    _reference_forward.clear()  # a one-off pass: free its programs' scratch memory
     return out
 
 
@@ -278,6 +279,7 @@ def packed_reference_logps(
     for chunk, sums in pending:  # one host sync at the end, not one per batch
         sums = np.asarray(sums)
         out[chunk], out[chunk + n] = sums[0, : len(chunk)], sums[1, : len(chunk)]
+    _packed_reference_forward.clear()  # a one-off pass: free its programs' scratch memory
     return out
 
 
