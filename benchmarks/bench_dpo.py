@@ -81,7 +81,8 @@ def run_ours(args: argparse.Namespace) -> dict:
     from trainers.sharding import put_global
 
     config = DPOConfig(steps=args.steps, batch_size=args.batch, learning_rate=args.lr,
-                       warmup_steps=0, beta=0.1, length_grouping=1)  # fmt: skip
+                       warmup_steps=0, beta=0.1, length_grouping=1,
+                       pack_pairs=not args.unpacked)  # fmt: skip
     method = dpo_method(config)
     run = Path(tempfile.mkdtemp()) / "run"
     setup = prepare_offline(method, config, args.data, run)
@@ -89,8 +90,8 @@ def run_ours(args: argparse.Namespace) -> dict:
     placed = place(method, config, setup.model, setup.mesh, checkpoints)
     iterator = PairIterator(setup.train, setup.references["train"], batch_size=args.batch,
                             grad_accum=1, seed=0, pad_id=setup.tokenizer.pad_token_id,
-                            max_length=args.max_length)  # fmt: skip
-    sharding = pair_batch_sharding(setup.mesh)
+                            max_length=args.max_length, packed=config.pack_pairs)  # fmt: skip
+    sharding = pair_batch_sharding(setup.mesh, config.pack_pairs)
     state, opt_state = placed.state, placed.opt_state
     start = time.perf_counter()
     for _ in range(args.steps):
@@ -107,6 +108,7 @@ def run_ours(args: argparse.Namespace) -> dict:
         "pairs_per_s": round(pairs / train_s, 1),
         "pairs_per_s_with_reference": round(pairs / (train_s + setup.reference_seconds), 1),
         "last_loss": round(float(metrics["loss"]), 4),
+        "packed_pairs": config.pack_pairs,
         "peak_rss_mb": round(peak_rss_mb(), 1),
     }
 
@@ -165,6 +167,8 @@ def child(framework: str, args: argparse.Namespace) -> dict:
             "--max-length", str(args.max_length)]  # fmt: skip
     if args.trl_precompute:
         argv.append("--trl-precompute")
+    if args.unpacked:
+        argv.append("--unpacked")
     if args.torch_threads:
         argv += ["--torch-threads", str(args.torch_threads)]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
@@ -186,6 +190,8 @@ def main() -> None:
     parser.add_argument("--trl-precompute", action="store_true",
                         help="TRL precomputes reference log-probs too")  # fmt: skip
     parser.add_argument("--torch-threads", type=int, help="torch threads (default: torch's)")
+    parser.add_argument("--unpacked", action="store_true",
+                        help="ours without prefix sharing")  # fmt: skip
     parser.add_argument("--data", type=Path, help="a preference folder (default: generated)")
     parser.add_argument("--worker", choices=("ours", "trl"), help=argparse.SUPPRESS)
     args = parser.parse_args()

@@ -22,13 +22,13 @@ import time
 from collections.abc import Callable
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
 from trainers.hf import to_hf
 from trainers.model import PRESETS, GPTConfig, abstract_model, count_params, init_model
-from trainers.sampling import generate
+from trainers.runtime import use_host_devices
+from trainers.sampling import generate, shard_rows
 
 
 def timed(fn: Callable[[], object], runs: int) -> list[float]:
@@ -58,6 +58,11 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--new", type=int, default=64)
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--torch-threads", type=int, default=0, help="0 = torch's default")
+    parser.add_argument(
+        "--cpu-devices", type=int, default=1,
+        help="ours: split the CPU into this many JAX devices and the batch's rows over them "
+        "(trainers.runtime.use_host_devices); 0 = one per core",
+    )  # fmt: skip
     return parser.parse_args()
 
 
@@ -75,10 +80,11 @@ def build_runners(args: argparse.Namespace) -> tuple[Callable[[], np.ndarray], .
     graphdef, state = nnx.split(model)
     ids, mask = make_batch(args.batch, args.prompt_len, args.vocab, seed=0)
     never = args.vocab  # an EOS id no row can produce: fixed-length generation in both
+    placed_state, placed_ids, placed_mask = shard_rows(state, ids, mask)
 
     def ours() -> np.ndarray:
         out = generate(
-            graphdef, state, jnp.asarray(ids), jnp.asarray(mask), jax.random.key(0),
+            graphdef, placed_state, placed_ids, placed_mask, jax.random.key(0),
             max_new_tokens=args.new, greedy=True, eos_id=never, pad_id=0,
         )  # fmt: skip
         return np.asarray(out.tokens)  # blocks until done
@@ -101,6 +107,7 @@ def build_runners(args: argparse.Namespace) -> tuple[Callable[[], np.ndarray], .
 
 def main() -> None:
     args = parse_args()
+    use_host_devices(args.cpu_devices or None)  # before jax starts its backends
     import torch
 
     if args.torch_threads:
@@ -122,6 +129,7 @@ def main() -> None:
         "new_tokens": args.new,
         "runs": args.runs,
         "jax_backend": jax.default_backend(),
+        "jax_devices": jax.device_count(),
         "torch_threads": torch.get_num_threads(),
         "ours_compile_plus_first_run_s": round(compile_s, 3),
         "ours_tokens_per_s_best": round(n_tokens / min(ours_t), 1),

@@ -25,7 +25,7 @@ from tasks.kinship import score
 from tasks.kinship.terms import family_of
 from trainers.checkpoint import load_run
 from trainers.data import bucket_length, load_records
-from trainers.sampling import generate
+from trainers.sampling import generate, shard_rows
 from trainers.tokenizer import decode
 
 
@@ -44,10 +44,12 @@ def complete(
 
     Prompts are sorted by length, left-padded to a 32-token bucket and decoded `batch_size`
     at a time (a short last batch is filled with copies, so shapes repeat and each bucket
-    compiles once). `max_new_tokens` defaults to the room left in the context. A prompt that
+    compiles once), the rows split over all devices (`trainers.sampling.shard_rows`).
+    `max_new_tokens` defaults to the room left in the context. A prompt that
     leaves no room to answer gets None.
     """
     graphdef, state = nnx.split(model)
+    state = shard_rows(state)[0]  # replicated once over every device (if several)
     n_positions = model.cfg.n_positions
     encoded = tokenizer(list(prompts), add_special_tokens=False)["input_ids"]
     completions: list[str | None] = [None] * len(encoded)
@@ -59,6 +61,7 @@ def complete(
         ids, mask = _left_pad([encoded[i] for i in chunk], batch_size, n_positions,
                               tokenizer.pad_token_id)  # fmt: skip
         room = n_positions - ids.shape[1]
+        _, ids, mask = shard_rows(state, ids, mask)  # rows split over the devices
         key, step_key = jax.random.split(key)
         out = generate(
             graphdef, state, ids, mask, step_key,

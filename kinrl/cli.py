@@ -423,8 +423,12 @@ def _run_eval(args: argparse.Namespace) -> int:
     from evaluators.accuracy import evaluate
     from trainers.checkpoint import load_run
     from trainers.data import load_records
-    from trainers.runtime import enable_compilation_cache
+    from trainers.runtime import enable_compilation_cache, use_host_devices
 
+    try:
+        use_host_devices()  # decode the eval batch's rows on every core
+    except ValueError as error:
+        raise UsageError(str(error)) from None
     enable_compilation_cache()
     try:
         model, _, tokenizer = load_run(args.run_dir, step=args.step)

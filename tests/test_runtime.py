@@ -40,3 +40,61 @@ def test_compiled_programs_are_written_to_the_cache_and_reused(tmp_path):
     subprocess.run([sys.executable, "-c", _CHILD], env=env, check=True, capture_output=True)
     # A hit reads the entry; a miss would compile again and write it anew.
     assert {p: p.stat().st_mtime_ns for p in folder.rglob("*") if p.is_file()} == entries
+
+
+def test_host_device_count_reads_the_environment(monkeypatch):
+    import pytest
+
+    from trainers.runtime import CPU_DEVICES_ENV, MAX_HOST_DEVICES, host_device_count
+
+    monkeypatch.setenv(CPU_DEVICES_ENV, "3")
+    assert host_device_count() == 3
+    for bad in ("0", "-1", "two"):
+        monkeypatch.setenv(CPU_DEVICES_ENV, bad)
+        with pytest.raises(ValueError, match=CPU_DEVICES_ENV):
+            host_device_count()
+    monkeypatch.delenv(CPU_DEVICES_ENV)
+    assert 1 <= host_device_count() <= MAX_HOST_DEVICES
+
+
+_SHARDED_SAMPLING = """
+import json, sys
+import numpy as np
+from trainers.runtime import use_host_devices
+print(use_host_devices())  # KINRL_CPU_DEVICES=2: before jax starts
+import jax
+from flax import nnx
+from trainers.model import PRESETS, GPTConfig, init_model
+from trainers.sampling import generate, shard_rows
+
+cfg = GPTConfig(vocab_size=64, n_positions=48, n_embd=32, n_layer=2, n_head=2)
+graphdef, state = nnx.split(init_model(cfg, 0))
+rng = np.random.default_rng(0)
+ids = rng.integers(1, 64, (6, 10)).astype(np.int32)
+mask = np.ones_like(ids)
+mask[0, :4] = 0  # a left-padded row
+kw = dict(max_new_tokens=12, eos_id=3, pad_id=0)
+outs = []
+for args in ((state, ids, mask), shard_rows(state, ids, mask)):
+    greedy = generate(graphdef, *args, jax.random.key(1), greedy=True, **kw)
+    sampled = generate(graphdef, *args, jax.random.key(1), temperature=0.8, top_k=20, **kw)
+    outs.append([np.asarray(x).tolist() for x in (*greedy[:1], greedy.lengths, sampled.tokens)])
+    outs.append(len(getattr(args[1], 'sharding', None) and args[1].sharding.device_set or [0]))
+print(json.dumps(outs))
+"""
+
+
+def test_rows_split_over_host_devices_sample_the_same_tokens():
+    import json
+
+    env = {"PATH": "/usr/bin:/bin", "KINRL_CPU_DEVICES": "2", "JAX_PLATFORMS": "cpu",
+           "KINRL_COMPILATION_CACHE": "off",
+           "PYTHONPATH": str(Path(__file__).resolve().parents[1])}  # fmt: skip
+    done = subprocess.run([sys.executable, "-c", _SHARDED_SAMPLING], env=env,
+                          capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    lines = done.stdout.strip().splitlines()
+    assert lines[0] == "2"
+    single, single_devices, split, split_devices = json.loads(lines[-1])
+    assert (single_devices, split_devices) == (1, 2)
+    assert split == single  # greedy tokens and lengths, and seeded samples, row for row

@@ -15,11 +15,13 @@ Two log-probs are returned per sampled token:
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from trainers.model import GPT, GraphdefJit, KVCache, positions_from_mask
 
@@ -175,6 +177,22 @@ def _generate_impl(
 _generate = GraphdefJit(
     _generate_impl, static_argnames=("max_new_tokens", "top_k", "top_p", "greedy")
 )
+
+
+def shard_rows(state: nnx.State, *rows: jax.Array) -> tuple[Any, ...]:
+    """Lay out a sampling call over every device: `state` replicated, each array of `rows`
+    split along its first (batch) axis. With one device, or a batch the device count does
+    not divide, everything stays on the default device. `generate` then runs the rows in
+    parallel (on a CPU split into devices by `trainers.runtime.use_host_devices`, in
+    parallel on the cores) and gives the same tokens."""
+    devices = jax.devices()
+    n = len(devices)
+    if n == 1 or any(np.shape(x)[0] % n for x in rows):
+        return (state, *rows)
+    mesh = Mesh(np.array(devices), ("rows",))
+    split = NamedSharding(mesh, PartitionSpec("rows"))
+    state = jax.device_put(state, NamedSharding(mesh, PartitionSpec()))
+    return (state, *(jax.device_put(x, split) for x in rows))
 
 
 def generate(
