@@ -9,16 +9,18 @@ the same stream, so the output stays deterministic.
 
 from __future__ import annotations
 
+import functools
 import random
-from collections import deque
+from bisect import bisect
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from itertools import accumulate
 from typing import Any
 
 from tasks.kinship.config import QUESTION_TYPES, KinshipConfig
 from tasks.kinship.graph import UNKNOWN, FamilyShape, KinGraph, NameDrawer, generate_family
 from tasks.kinship.names import name_pool
-from tasks.kinship.relations import Term, any_siblings, holds, relatives, specific_terms
+from tasks.kinship.relations import Term, holds, relatives, specific_terms
 from tasks.kinship.render import Fact, describe, plain_fact, question_text
 from tasks.kinship.terms import GENDER_NAMES, family_of, gender_swap, generation_shifts, plural
 
@@ -52,24 +54,32 @@ def make_example(
     """One record satisfying `shared/spec/kinship.md`, as a JSON-ready dict."""
     rng = item_rng(seed, index)
     pool = name_pool(config.locale, config.name_pool)
-    weights = config.question_weights
+    shape = config.shape
+    disconnected = _disconnected_shape(config) if config.disconnected_facts else None
+    # rng.choices(QUESTION_TYPES, weights)[0] without re-validating the weights per draw: the
+    # same one random() call and the same bisection.
+    cum_weights = list(accumulate(config.question_weights))
+    total = cum_weights[-1] + 0.0
+    last = len(cum_weights) - 1
     for _ in range(MAX_ATTEMPTS // QUESTIONS_PER_FAMILY):
         names = NameDrawer(rng, pool.female, pool.male)
-        g = generate_family(rng, config.shape, names)
+        g = generate_family(rng, shape, names)
         main_size = len(g)
-        if config.disconnected_facts:
-            generate_family(rng, _disconnected_shape(config), names, graph=g)
+        if disconnected is not None:
+            generate_family(rng, disconnected, names, graph=g)
+        adjacency = _fact_graph(g, main_size)
         for _ in range(QUESTIONS_PER_FAMILY):
-            qtype = rng.choices(QUESTION_TYPES, weights)[0]
-            record = _try_question(config, rng, g, main_size, qtype)
+            qtype = QUESTION_TYPES[bisect(cum_weights, rng.random() * total, 0, last)]
+            record = _try_question(config, rng, g, main_size, adjacency, qtype)
             if record is not None:
-                record.update(
-                    id=f"kinship-d{config.difficulty}-s{seed}-{index}",
-                    split=split,
-                    difficulty=config.difficulty,
-                    seed=seed,
-                )
-                return _ordered(record)
+                # The record's keys follow in _FIELD_ORDER.
+                return {
+                    "id": f"kinship-d{config.difficulty}-s{seed}-{index}",
+                    "split": split,
+                    "difficulty": config.difficulty,
+                    "seed": seed,
+                    **record,
+                }
     raise GenerationError(
         f"no example after {MAX_ATTEMPTS} attempts (seed {seed}, index {index}): the config's "
         f"families cannot give {config.min_hops}..{config.max_hops} hops for its question types"
@@ -94,24 +104,35 @@ def _fact_graph(g: KinGraph, limit: int) -> list[list[int]]:
 def _distances(
     adjacency: Sequence[list[int]] | Mapping[int, list[int]], source: int
 ) -> dict[int, int]:
-    """Breadth-first distances from `source` (every node must be a key of `adjacency`)."""
+    """Breadth-first distances from `source` (every node must be a key of `adjacency`), in the
+    order a FIFO queue reaches them."""
     dist = {source: 0}
-    queue = deque([source])
-    while queue:
-        x = queue.popleft()
-        for y in adjacency[x]:
-            if y not in dist:
-                dist[y] = dist[x] + 1
-                queue.append(y)
+    frontier = [source]
+    d = 0
+    while frontier:
+        d += 1
+        following = []
+        for x in frontier:
+            for y in adjacency[x]:
+                if y not in dist:
+                    dist[y] = d
+                    following.append(y)
+        frontier = following
     return dist
 
 
 def _try_question(
-    config: KinshipConfig, rng: random.Random, g: KinGraph, main_size: int, qtype: str
+    config: KinshipConfig,
+    rng: random.Random,
+    g: KinGraph,
+    main_size: int,
+    adjacency: list[list[int]],
+    qtype: str,
 ) -> dict[str, Any] | None:
-    adjacency = _fact_graph(g, main_size)
+    """One question on family `g` (`adjacency` is its `_fact_graph`), or None if it fails."""
+    below = rng._randbelow  # rng.randrange(n) for n >= 1 is exactly one _randbelow(n) draw
     for _ in range(4):  # a B with someone far enough away, before the costly relatives()
-        b = rng.randrange(main_size)
+        b = below(main_size)
         dist = _distances(adjacency, b)
         if max(dist.values()) >= config.min_hops:
             break
@@ -147,10 +168,13 @@ def _try_question(
     if config.reasoning:
         completion = _reasoning(g, stated, question, answer, answer_people, rel) + completion
     names = g.names
-    return {
-        "people": [{"name": names[x], "gender": GENDER_NAMES[g.genders[x]]} for x in range(len(g))],
-        "parents": [[names[p], names[c]] for p, c in g.parent_pairs()],
-        "spouses": [[names[a], names[s]] for a, s in g.spouse_pairs()],
+    return {  # in _FIELD_ORDER after id, split, difficulty and seed
+        "people": [
+            {"name": name, "gender": GENDER_NAMES[gender]}
+            for name, gender in zip(names, g.genders, strict=True)
+        ],
+        "parents": [[names[p], names[c]] for c, ps in enumerate(g.parents) for p in ps],
+        "spouses": [[names[a], names[s]] for a, ss in enumerate(g.spouses) for s in ss if a < s],
         "facts": [{"kind": k, "a": names[x], "b": names[y]} for k, x, y in stated],
         "description": description,
         "question": text,
@@ -189,10 +213,6 @@ _FIELD_ORDER = (
 )
 
 
-def _ordered(record: dict[str, Any]) -> dict[str, Any]:
-    return {key: record[key] for key in _FIELD_ORDER}
-
-
 def _choose_question(
     config: KinshipConfig,
     rng: random.Random,
@@ -206,15 +226,20 @@ def _choose_question(
     lo, hi = config.min_hops, config.max_hops
     # The path may shrink by one per sibling fact, so allow some slack above max_hops.
     slack = 2 if config.sibling_fact_prob > 0 else 0
+    if qtype == "yesno" and rng.random() < 0.5:
+        return _no_question(rng, b, rel, dist, lo, hi + slack)
     by_family: dict[str, list[int]] = {}
     for a, terms in rel.items():
         d = dist.get(a)
         if d is not None and lo <= d <= hi + slack:
-            by_family.setdefault(family_of(terms[0][1]), []).append(a)
+            family = family_of(terms[0][1])
+            people = by_family.get(family)
+            if people is None:
+                by_family[family] = [a]
+            else:
+                people.append(a)
     allowed = config.relation_families
     families = [f for f in by_family if not allowed or f in allowed]
-    if qtype == "yesno" and rng.random() < 0.5:
-        return _no_question(rng, b, rel, dist, lo, hi + slack)
     if not families:
         return None
     a = rng.choice(by_family[rng.choice(sorted(families))])
@@ -247,14 +272,21 @@ def _no_question(
     terms = rel.get(a, [])
     options: list[str] = []
     for _, specific, _ in terms:
-        swapped = gender_swap(specific)
-        options += ([swapped] if swapped else []) + generation_shifts(specific)
+        options += _near_misses(specific)
     if not options or rng.random() < 0.3:
         options += rng.sample(_COMMON_TERMS, 3)
     options = [t for t in options if not holds(terms, t)]
     if not options:
         return None
     return _Question("yesno", b, a, rng.choice(options), [a])
+
+
+@functools.cache
+def _near_misses(term: str) -> tuple[str, ...]:
+    """The gender swap (if any) and the generation shifts of a term, in that order. Cached:
+    there are only as many terms as generations allow."""
+    swapped = gender_swap(term)
+    return ((swapped,) if swapped else ()) + tuple(generation_shifts(term))
 
 
 _COMMON_TERMS = [
@@ -312,25 +344,61 @@ def _fact_key(fact: Fact) -> tuple:
 
 def _true_facts(g: KinGraph, lo: int, hi: int) -> list[Fact]:
     """Every fact the description could state about people lo..hi-1."""
-    facts: list[Fact] = [("parent", p, c) for p, c in g.parent_pairs() if lo <= c < hi]
-    facts += [("spouse", a, b) for a, b in g.spouse_pairs() if lo <= a < hi]
-    facts += [("sibling", a, b) for a, b in g.full_sibling_pairs() if lo <= a < hi]
+    facts: list[Fact] = [("parent", p, c) for c in range(lo, hi) for p in g.parents[c]]
+    facts += [("spouse", a, b) for a in range(lo, hi) for b in g.spouses[a] if a < b]
+    facts += [("sibling", a, b) for a, b in g.full_sibling_pairs(lo, hi)]
     return facts
 
 
-def _facts_around(g: KinGraph, people: list[int]) -> dict[tuple, Fact]:
-    """Every true fact naming at least one of `people`, keyed as in `_fact_key`."""
-    out: dict[tuple, Fact] = {}
-    for x in people:
-        for p in g.parents[x]:
-            out[("parent", p, x)] = ("parent", p, x)
-        for c in g.children[x]:
-            out[("parent", x, c)] = ("parent", x, c)
-        for s in g.spouses[x]:
-            out[("spouse", min(x, s), max(x, s))] = ("spouse", x, s)
-        for y, full in any_siblings(g, x):
-            if full:
-                out[("sibling", min(x, y), max(x, y))] = ("sibling", x, y)
+# (the other person, key as in `_fact_key`, the fact as seen from x)
+_Link = tuple[int, tuple, Fact]
+
+
+def _links(g: KinGraph, x: int) -> list[_Link]:
+    """Every true fact naming x: its parents, children, spouses, then full siblings."""
+    out: list[_Link] = []
+    for p in g.parents[x]:
+        fact = ("parent", p, x)
+        out.append((p, fact, fact))
+    for c in g.children[x]:
+        fact = ("parent", x, c)
+        out.append((c, fact, fact))
+    for s in g.spouses[x]:
+        out.append((s, ("spouse", x, s) if x < s else ("spouse", s, x), ("spouse", x, s)))
+    parents = g.parents
+    if len(parents[x]) == 2:  # full siblings, in `any_siblings` order: children of parent 0
+        p0, p1 = parents[x]
+        for y in g.children[p0]:
+            if y != x and len(parents[y]) == 2 and p1 in parents[y]:
+                key = ("sibling", x, y) if x < y else ("sibling", y, x)
+                out.append((y, key, ("sibling", x, y)))
+    return out
+
+
+def _noise_candidates(
+    g: KinGraph,
+    facts: dict[tuple, Fact],
+    mentioned: set[int],
+    touching: int,
+    links: dict[int, list[_Link]],
+) -> list[tuple[tuple, Fact]]:
+    """(key, fact) for the unstated true facts naming exactly `touching` (1 or 2) mentioned
+    people. Their order and orientation are those of one dict filled with every fact around
+    each mentioned person in id order (`_links`): a fact between two mentioned people sits
+    where the smaller one put it, seen from the larger one, which wrote it last. `links`
+    keeps `_links` per person across calls on the same graph."""
+    out: list[tuple[tuple, Fact]] = []
+    for x in sorted(mentioned):
+        mine = links.get(x)
+        if mine is None:
+            mine = links[x] = _links(g, x)
+        for other, key, fact in mine:
+            if other in mentioned:
+                if touching == 2 and x < other and key not in facts:
+                    kind = fact[0]
+                    out.append((key, fact if kind == "parent" else (kind, other, x)))
+            elif touching == 1 and key not in facts:
+                out.append((key, fact))
     return out
 
 
@@ -346,17 +414,13 @@ def _add_noise(
     """CLUTRR's noise: supporting facts (true facts among people already mentioned),
     irrelevant facts (true facts hanging off them) and disconnected facts (about the second,
     unrelated family). All are true of the whole graph."""
+    links: dict[int, list[_Link]] = {}
     for wanted, touching in ((config.supporting_facts, 2), (config.irrelevant_facts, 1)):
         for _ in range(wanted):
             mentioned = _mentioned(facts.values())
-            candidates = [
-                fact
-                for key, fact in _facts_around(g, sorted(mentioned)).items()
-                if key not in facts and (fact[1] in mentioned) + (fact[2] in mentioned) == touching
-            ]
+            candidates = _noise_candidates(g, facts, mentioned, touching, links)
             rng.shuffle(candidates)
-            for fact in candidates[:4]:  # a supporting fact must not shortcut the path
-                key = _fact_key(fact)
+            for key, fact in candidates[:4]:  # a supporting fact must not shortcut the path
                 facts[key] = fact
                 if (
                     touching == 1
@@ -397,6 +461,16 @@ def stated_graph(g: KinGraph, facts: list[Fact]) -> KinGraph:
         children=[[] for _ in range(n)],
         spouses=[[] for _ in range(n)],
     )
+    siblings = False
+    for kind, a, b in facts:
+        if kind == "parent":
+            s.add_parent(a, b)
+        elif kind == "spouse":
+            s.marry(a, b)
+        else:
+            siblings = True
+    if not siblings:
+        return s
     group = list(range(n))  # union-find over sibling facts
 
     def find(x: int) -> int:
@@ -406,11 +480,7 @@ def stated_graph(g: KinGraph, facts: list[Fact]) -> KinGraph:
         return x
 
     for kind, a, b in facts:
-        if kind == "parent":
-            s.add_parent(a, b)
-        elif kind == "spouse":
-            s.marry(a, b)
-        else:
+        if kind == "sibling":
             group[find(a)] = find(b)
     members: dict[int, list[int]] = {}
     for kind, a, b in facts:
@@ -452,7 +522,7 @@ def _gold(
         answer = "yes" if holds(terms, term) else "no"
         involved = {family_of(term)} | {family_of(t) for t in specific_terms(terms)}
         return answer, [answer], [a], involved
-    people = sorted(x for x in mentioned if x in rel and holds(rel[x], term))
+    people = sorted([x for x in mentioned if x in rel and holds(rel[x], term)])
     if not people:
         return None
     answer = str(len(people)) if qtype == "count" else ""
@@ -495,9 +565,10 @@ def _stated_hops(facts: Iterable[Fact], b: int, targets: list[int]) -> int | Non
         adjacency.setdefault(x, []).append(y)
         adjacency.setdefault(y, []).append(x)
     dist = _distances(adjacency, b)
-    if any(t not in dist for t in targets):
+    try:
+        return max([dist[t] for t in targets])
+    except KeyError:  # a target the facts do not connect to B
         return None
-    return max(dist[t] for t in targets)
 
 
 def _complete_parents(g: KinGraph, facts: list[Fact]) -> list[Fact]:
@@ -558,16 +629,18 @@ def _reasoning(
 
 
 def _fact_path(adjacency: dict[int, list[tuple[int, Fact]]], start: int, goal: int) -> list[Fact]:
+    """The facts of the breadth-first (FIFO) path from start to goal, or [] if there is none.
+    The search stops once goal is reached: its predecessor is fixed from then on."""
     previous: dict[int, tuple[int, Fact] | None] = {start: None}
-    queue = deque([start])
-    while queue:
-        x = queue.popleft()
-        if x == goal:
-            break
-        for y, fact in adjacency.get(x, ()):
-            if y not in previous:
-                previous[y] = (x, fact)
-                queue.append(y)
+    frontier = [start]
+    while frontier and goal not in previous:
+        following = []
+        for x in frontier:
+            for y, fact in adjacency.get(x, ()):
+                if y not in previous:
+                    previous[y] = (x, fact)
+                    following.append(y)
+        frontier = following
     path: list[Fact] = []
     x = goal
     while previous.get(x) is not None:

@@ -9,6 +9,7 @@ where anonymous placeholder parents have gender UNKNOWN and no name.
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -63,10 +64,13 @@ class KinGraph:
         """All marriages once each, as (smaller id, larger id)."""
         return [(a, b) for a, ss in enumerate(self.spouses) for b in ss if a < b]
 
-    def full_sibling_pairs(self) -> list[tuple[int, int]]:
-        """Pairs (a < b) with the same two parents: what a `sibling` fact may state."""
+    def full_sibling_pairs(self, lo: int = 0, hi: int | None = None) -> list[tuple[int, int]]:
+        """Pairs (a < b) with the same two parents: what a `sibling` fact may state (with
+        lo <= a < hi, if given)."""
         pairs = []
-        for a, ps in enumerate(self.parents):
+        parents = self.parents
+        for a in range(lo, len(parents) if hi is None else hi):
+            ps = parents[a]
             if len(ps) == 2:
                 for b in self.children[ps[0]]:
                     if b > a and len(self.parents[b]) == 2 and ps[1] in self.parents[b]:
@@ -105,23 +109,28 @@ class FamilyShape:
 class NameDrawer:
     """Draws names unique within one record from gendered pools."""
 
-    __slots__ = ("_pools", "_rng", "used")
+    __slots__ = ("_rng", "pools", "used")
 
     def __init__(self, rng: random.Random, female: tuple[str, ...], male: tuple[str, ...]):
         self._rng = rng
-        self._pools = (female, male)
+        self.pools = (female, male)
         self.used: set[str] = set()
 
     def draw(self, gender: int) -> str:
-        pool = self._pools[gender]
-        if len(self.used) >= len(pool):
-            raise ValueError("name pool too small for the family size")
-        choice = self._rng.choice
-        name = choice(pool)
-        while name in self.used:
-            name = choice(pool)
-        self.used.add(name)
-        return name
+        return _draw(self._rng._randbelow, self.pools[gender], self.used)
+
+
+def _draw(below: Callable[[int], int], pool: tuple[str, ...], used: set[str]) -> str:
+    """A name of `pool` not in `used` (then added to it): `random.choice(pool)` until one is
+    new, each draw being the same single `_randbelow(len(pool))` call that `choice` makes."""
+    size = len(pool)
+    if len(used) >= size:
+        raise ValueError("name pool too small for the family size")
+    name = pool[below(size)]
+    while name in used:
+        name = pool[below(size)]
+    used.add(name)
+    return name
 
 
 def generate_family(
@@ -139,24 +148,42 @@ def generate_family(
     """
     g = graph if graph is not None else KinGraph()
     cap = len(g) + shape.max_people
-    rand, randint = rng.random, rng.randint
+    rand, below = rng.random, rng._randbelow
+    # KinGraph.add_person/add_parent/marry, inlined: every edge here is new and valid.
+    all_names, genders = g.names, g.genders
+    parents, children, spouses = g.parents, g.children, g.spouses
+    pools, used, name_below = names.pools, names.used, names._rng._randbelow  # names.draw
+
+    def randint(low: int, high: int) -> int:  # rng.randint(low, high): one _randbelow draw
+        if high < low:
+            raise ValueError(f"empty range for randint({low}, {high})")
+        return low + below(high - low + 1)
 
     def person(gender: int) -> int:
-        return g.add_person(names.draw(gender), gender)
+        all_names.append(_draw(name_below, pools[gender], used))
+        genders.append(gender)
+        parents.append([])
+        children.append([])
+        spouses.append([])
+        return len(genders) - 1
 
     def spouse_for(x: int) -> int:
-        s = person(1 - g.genders[x])
-        g.marry(x, s)
+        s = person(1 - genders[x])
+        spouses[x].append(s)
+        spouses[s].append(x)
         return s
 
     def have_children(a: int, b: int | None, count: int, out: list[int], forced: bool) -> None:
         for number in range(count):
-            if len(g) >= cap and not (forced and number == 0):
+            if len(genders) >= cap and not (forced and number == 0):
                 return
             child = person(MALE if rand() < 0.5 else FEMALE)
-            g.add_parent(a, child)
-            if b is not None:
-                g.add_parent(b, child)
+            children[a].append(child)
+            if b is None:
+                parents[child].append(a)
+            else:
+                parents[child] += (a, b)
+                children[b].append(child)
             out.append(child)
 
     founder = person(MALE if rand() < 0.5 else FEMALE)
@@ -165,19 +192,19 @@ def generate_family(
         following: list[int] = []
         for position, x in enumerate(current):
             forced = position == 0
-            if len(g) + 2 > cap and not forced:
+            if len(genders) + 2 > cap and not forced:
                 break
             if not forced and rand() >= shape.marriage_prob:
                 continue
             first = spouse_for(x)
             low = max(1, shape.min_children) if forced else shape.min_children
             have_children(x, first, randint(low, shape.max_children), following, forced)
-            if rand() < shape.remarriage_prob and len(g) + 2 <= cap:
+            if rand() < shape.remarriage_prob and len(genders) + 2 <= cap:
                 second = spouse_for(x)
                 have_children(
                     x, second, randint(0, max(1, shape.max_children - 1)), following, False
                 )
-                if rand() < shape.stepchild_prob and len(g) + 2 <= cap:
+                if rand() < shape.stepchild_prob and len(genders) + 2 <= cap:
                     ex = spouse_for(second) if rand() < 0.5 else None
                     have_children(second, ex, 1, following, False)
         current = following

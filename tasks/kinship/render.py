@@ -62,9 +62,53 @@ def render_fact(g: KinGraph, fact: Fact, template: str) -> str:
     )
 
 
+def _fill(template: str, kind: str, ga: int, gb: int) -> str:
+    """The template with the relation words for genders ga, gb written in and the names made
+    positional ({0} = a, {1} = b; the words hold no braces, so the result formats the same)."""
+    words_a, words_b = _WORDS[kind]
+    return (
+        template.replace("{ra}", words_a[ga])
+        .replace("{rb}", words_b[gb])
+        .replace("{pa}", _POSSESSIVE[ga])
+        .replace("{a}", "{0}")
+        .replace("{b}", "{1}")
+    )
+
+
+# _FILLED[kind][index][ga][gb]: template `index` of `kind` (-1 = BOTH) filled by `_fill`.
+_FILLED: dict[str, tuple[tuple[tuple[str, str], tuple[str, str]], ...]] = {
+    kind: tuple(
+        tuple(
+            tuple(_fill(template, kind, ga, gb) for gb in (0, 1))  # type: ignore[misc]
+            for ga in (0, 1)
+        )
+        for template in [t for t, _ in options] + [BOTH[kind]]
+    )
+    for kind, options in TEMPLATES.items()
+}
+# _CONVEYS[kind][index]: whose gender template `index` of `kind` conveys (-1 = BOTH: both).
+_CONVEYS: dict[str, tuple[str, ...]] = {
+    kind: (*(role for _, role in options), "ab") for kind, options in TEMPLATES.items()
+}
+# _OPTIONS[kind, role, phrasings]: the templates among the first `phrasings` conveying `role`.
+_OPTIONS: dict[tuple[str, str, int], list[int]] = {
+    (kind, role, phrasings): [i for i in range(phrasings) if options[i][1] == role]
+    for kind, options in TEMPLATES.items()
+    for role in ("a", "b")
+    for phrasings in range(1, len(options) + 1)
+}
+
+
+def _render(g: KinGraph, fact: Fact, index: int) -> str:
+    """`render_fact` with template `index` of the fact's kind (-1 = BOTH)."""
+    kind, a, b = fact
+    names, genders = g.names, g.genders
+    return _FILLED[kind][index][genders[a]][genders[b]].format(names[a], names[b])
+
+
 def plain_fact(g: KinGraph, fact: Fact) -> str:
     """The fixed phrasing used in reasoning chains."""
-    return render_fact(g, fact, TEMPLATES[fact[0]][0][0])
+    return _render(g, fact, 0)
 
 
 def describe(
@@ -77,55 +121,71 @@ def describe(
     template of one of their facts where that loses no one else's gender, else the two-sided
     phrasing ("Ann is Bob's mother, and Bob is her son.").
     """
+    rand = rng.random
     oriented = [
-        (kind, b, a) if kind != "parent" and rng.random() < 0.5 else (kind, a, b)
-        for kind, a, b in facts
+        (kind, b, a) if kind != "parent" and rand() < 0.5 else (kind, a, b) for kind, a, b in facts
     ]
-    chosen = [rng.randrange(phrasings) for _ in oriented]  # template index, -1 = BOTH
+    if phrasings < 1:
+        raise ValueError(f"phrasings must be at least 1 (got {phrasings})")
+    # rng.randrange(phrasings) per fact: the same one _randbelow draw.
+    below = rng._randbelow
+    chosen = [below(phrasings) for _ in oriented]  # template index, -1 = BOTH
     count: dict[int, int] = {}
-
-    def conveyed_by(position: int) -> tuple[int, ...]:
-        kind, a, b = oriented[position]
-        if chosen[position] < 0:
-            return (a, b)
-        role = TEMPLATES[kind][chosen[position]][1]
-        return (a,) if role == "a" else (b,) if role == "b" else ()
-
-    for position in range(len(oriented)):
-        for x in conveyed_by(position):
-            count[x] = count.get(x, 0) + 1
+    for (kind, a, b), index in zip(oriented, chosen, strict=True):
+        role = _CONVEYS[kind][index]
+        if role:
+            for x in (a, b) if role == "ab" else (a,) if role == "a" else (b,):
+                count[x] = count.get(x, 0) + 1
     for _, a0, b0 in list(oriented):
         for x in (a0, b0):
             if not count.get(x):
-                _convey(oriented, chosen, count, conveyed_by, x, phrasings, rng)
-    sentences = [
-        render_fact(g, fact, BOTH[fact[0]] if index < 0 else TEMPLATES[fact[0]][index][0])
-        for fact, index in zip(oriented, chosen, strict=True)
-    ]
+                _convey(oriented, chosen, count, x, phrasings, rng)
+    sentences = [_render(g, fact, index) for fact, index in zip(oriented, chosen, strict=True)]
     return " ".join(sentences), oriented
 
 
-def _convey(oriented, chosen, count, conveyed_by, x, phrasings, rng) -> None:
+def _conveyed_by(fact: Fact, index: int) -> tuple[int, ...]:
+    """Whose gender the fact conveys in template `index` (-1 = BOTH)."""
+    kind, a, b = fact
+    role = _CONVEYS[kind][index]
+    return (a,) if role == "a" else (b,) if role == "b" else (a, b) if role else ()
+
+
+def _convey(
+    oriented: list[Fact],
+    chosen: list[int],
+    count: dict[int, int],
+    x: int,
+    phrasings: int,
+    rng: random.Random,
+) -> None:
     """Re-phrase one fact naming x so that it conveys x's gender."""
     first = None
-    for position, (kind, a, b) in enumerate(oriented):
-        if x not in (a, b):
+    for position, fact in enumerate(oriented):
+        kind, a, b = fact
+        if x != a and x != b:
             continue
-        first = position if first is None else first
-        flipped = (kind, b, a) if kind != "parent" and x != a else oriented[position]
-        role = "a" if flipped[1] == x else "b"
-        options = [i for i in range(phrasings) if TEMPLATES[kind][i][1] == role]
-        losing = conveyed_by(position)
-        if options and all(count[y] > 1 for y in losing):
+        if first is None:
+            first = position
+        flipped = (kind, b, a) if kind != "parent" and x != a else fact
+        options = _OPTIONS[kind, "a" if flipped[1] == x else "b", phrasings]
+        if not options:
+            continue
+        losing = _conveyed_by(fact, chosen[position])
+        for y in losing:
+            if count[y] <= 1:
+                break  # y's gender would go unconveyed
+        else:
             for y in losing:
                 count[y] -= 1
             oriented[position], chosen[position] = flipped, rng.choice(options)
             count[x] = count.get(x, 0) + 1
             return
-    for y in conveyed_by(first):
+    assert first is not None  # x comes from one of the facts
+    for y in _conveyed_by(oriented[first], chosen[first]):
         count[y] -= 1
     chosen[first] = -1
-    for y in conveyed_by(first):
+    for y in _conveyed_by(oriented[first], -1):
         count[y] = count.get(y, 0) + 1
 
 

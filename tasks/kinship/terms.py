@@ -123,9 +123,12 @@ def cousin_term(i: int, j: int) -> str:
     return f"{term} {_TIMES[removal]} removed" if removal else term
 
 
+SYNONYMS: dict[str, tuple[str, ...]] = {"first cousin": ("cousin",)}
+
+
 def synonyms(term: str) -> tuple[str, ...]:
     """Other spellings with full credit (the spec's only synonym: cousin = first cousin)."""
-    return ("cousin",) if term == "first cousin" else ()
+    return SYNONYMS.get(term, ())
 
 
 _IRREGULAR_PLURAL = {"child": "children"}
