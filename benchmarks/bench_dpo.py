@@ -1,8 +1,8 @@
 """DPO training throughput and peak memory: ours (JAX) vs TRL's `DPOTrainer` (PyTorch), side by
 side on the identical GPT-2 (a benchmark, not a test).
 
-    python benchmarks/bench_dpo.py --torch-threads 1     # nano GPT-2, 16 pairs x 100 steps
-    python benchmarks/bench_dpo.py --steps 200 --batch 32 --trl-precompute
+    python benchmarks/bench_dpo.py --steps 200 --batch 16   # one epoch of 3,200 level-1 pairs
+    python benchmarks/bench_dpo.py --unpacked                # ours without prefix sharing
 
 Both frameworks train the same architecture (n_layer, n_embd, n_head, n_positions, the kinship
 word-level vocabulary), from a random init, on the same level-1 preference pairs (one epoch:
@@ -11,33 +11,40 @@ batch size, maximum length (nothing is truncated at level 1), number of steps, A
 sigmoid DPO loss. Each runs in its own child process, so its peak RSS (`ru_maxrss`, taken at
 the end of the child) is its own: interpreter, framework, model, optimizer, data.
 
-* ours: reference log-probs computed once with the initial policy (`time/reference_s`, timed
-  and counted in `pairs_per_s_with_reference`), then the jitted step; `train_s` includes the
-  compilations (one per length bucket).
+* ours: packed pairs (each prompt once, then both completions: `trainers.preference_data`),
+  reference log-probs computed once with the initial policy (`reference_s`, counted in
+  `pairs_per_s_with_reference`), then the jitted step; `train_s` includes the compilations
+  (one per length bucket). It runs twice on one compilation cache folder, as `kinrl train dpo`
+  uses one: first empty (`ours_cold_cache`), then warm (`ours_warm_cache`, e.g. the second
+  seed of a sweep, which compiles nothing).
 * TRL: a second (reference) model forwarded at every step, its default, unless
   `--trl-precompute` (then its own precomputation pass runs in the constructor, `setup_s`);
   dropout off (its default), no evaluation, no checkpoints, no logging integrations.
-  `--torch-threads 1` is its best setting on a 2-core machine that other jobs share (two
-  OpenMP threads spin against the other load and run ~10x slower).
 
-Prints one JSON object: each side's figures, and the ratios ours/TRL of pairs/s and TRL/ours
-of peak memory.
+Prints one JSON object: each side's figures, and per cache state the ratios ours/TRL of
+pairs/s and TRL/ours of peak memory.
 
-Measured on this project's machine (2 cores shared with other jobs; 961,280 parameters on both
-sides), 2026-11-22. The targets (>= 2x pairs/s at <= half the memory) are NOT met:
+Measured on this project's machine (2 cores, 961,280 parameters on both sides), 2026-11-22,
+`--steps 200 --batch 16`, torch at its default 2 threads; the machine's speed drifts by
+10-15% from minute to minute, so take ratios, not rates. The targets (>= 2x pairs/s at <=
+half the memory) are NOT met:
 
-| command | load avg | ours pairs/s (with reference) | TRL pairs/s | ours / TRL peak RSS |
-|---|---|---|---|---|
-| `--steps 30 --batch 16 --torch-threads 1 --pairs 2000` | ~4 | 15.0 (10.7) | 25.2 | 1175 / 911 MB |
-| `--steps 100 --batch 16 --torch-threads 1` (1 epoch) | ~8 | 14.3 (12.3) | 14.6 | 1139 / 1058 MB |
+| run | ours pairs/s (with reference) | TRL pairs/s | TRL / ours peak RSS |
+|---|---|---|---|
+| unpacked (before prefix sharing), no cache | 44.5 (37.7) | 34.4 | 1189 / 931 MB |
+| packed, no cache | 47.2 (42.0) | 33.5 | 1203 / 956 MB |
+| packed, cold cache | 41.6 (34.9) | 32.4 | 1199 / 994 MB |
+| packed, warm cache (same run) | 36.9 (33.9) | 32.4 | 1199 / 896 MB |
+| packed, cold cache (a later run) | 61.8 (53.6) | 35.2 | 1223 / 988 MB |
+| packed, warm cache (same run) | 63.9 (55.9) | 35.2 | 1223 / 916 MB |
 
-TRL with torch's default 2 threads on the loaded machine ran at 3.0 pairs/s (20 steps).
-Where ours goes: the backward pass is ~6x the forward because XLA:CPU is ~2.2x slower on
-weight gradients of (B, T, C) activations than of (B*T, C) ones; flattening the inputs of every
-`nnx.Linear` in `trainers/model.py` halved a nano fwd+bwd (0.59 -> 0.30 s at 32 x 64 tokens).
-Peak memory is XLA compilation (+300 MB per new program set) on top of jax and torch (which
-`transformers` imported with the tokenizer): ~430 MB before any work. Since then the tokenizer
-no longer imports `transformers` (`trainers/tokenizer.py`); the table above predates that.
+Where the time goes: a packed step (16 rows of 128 slots) takes ~245 ms in steady state
+(~65 pairs/s, 2x TRL's rate), but each of the 2-3 length buckets costs ~5 s of XLA
+compilation (2 s when the cache has it: tracing and lowering remain), and the reference pass
+~8 s. Where the memory goes: ~225 MB is jax and flax after import, ~50 MB the first
+compilation's code pages, and every live compiled step keeps its scratch buffers
+(`memory_analysis().temp_size_in_bytes`: 165 MB for a packed 16 x 128 step, 253 MB for the
+unpacked 2 x 16 x 96 one) for as long as it lives.
 """
 
 from __future__ import annotations
@@ -72,6 +79,10 @@ def make_data(out: Path, n: int) -> None:
 
 def run_ours(args: argparse.Namespace) -> dict:
     import jax
+
+    from trainers.runtime import enable_compilation_cache
+
+    enable_compilation_cache()  # as `kinrl train dpo` does; the parent picks the folder
 
     from trainers.checkpoint import Checkpoints
     from trainers.dpo import DPOConfig, dpo_method
@@ -160,8 +171,9 @@ def run_trl(args: argparse.Namespace) -> dict:
     }
 
 
-def child(framework: str, args: argparse.Namespace) -> dict:
-    """Run one framework in a fresh interpreter; its last stdout line is its JSON."""
+def child(framework: str, args: argparse.Namespace, cache: Path | None = None) -> dict:
+    """Run one framework in a fresh interpreter; its last stdout line is its JSON. Ours
+    keeps compiled programs in the compilation cache folder `cache`."""
     argv = [sys.executable, __file__, "--worker", framework, "--data", str(args.data),
             "--steps", str(args.steps), "--batch", str(args.batch), "--lr", str(args.lr),
             "--max-length", str(args.max_length)]  # fmt: skip
@@ -171,7 +183,8 @@ def child(framework: str, args: argparse.Namespace) -> dict:
         argv.append("--unpacked")
     if args.torch_threads:
         argv += ["--torch-threads", str(args.torch_threads)]
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "KINRL_COMPILATION_CACHE": str(cache or "off")}
+    env.pop("JAX_COMPILATION_CACHE_DIR", None)
     done = subprocess.run(argv, capture_output=True, text=True, env=env, cwd=ROOT, check=False)
     if done.returncode != 0:
         raise SystemExit(f"{framework} failed:\n{done.stderr[-3000:]}")
@@ -203,15 +216,23 @@ def main() -> None:
         if args.data is None:
             args.data = Path(tmp) / "pairs"
             make_data(args.data, args.pairs or args.steps * args.batch)
-        ours, trl = child("ours", args), child("trl", args)
+        cache = Path(tmp) / "compilation-cache"  # empty: the first run compiles everything
+        ours = child("ours", args, cache)
+        warm = child("ours", args, cache)  # a second seed of a sweep: nothing to compile
+        trl = child("trl", args)
+    ratios = {}
+    for name, run in (("cold", ours), ("warm", warm)):
+        ratios[name] = {
+            "speedup_pairs_per_s": round(run["pairs_per_s"] / trl["pairs_per_s"], 2),
+            "speedup_with_reference": round(run["pairs_per_s_with_reference"]
+                                            / trl["pairs_per_s"], 2),
+            "memory_ratio_trl_over_ours": round(trl["peak_rss_mb"] / run["peak_rss_mb"], 2),
+        }  # fmt: skip
     print(json.dumps({
         "config": {**ARCH, "batch_pairs": args.batch, "steps": args.steps,
                    "max_length": args.max_length, "trl_precompute": args.trl_precompute,
                    "torch_threads": args.torch_threads},
-        "ours": ours, "trl": trl,
-        "speedup_pairs_per_s": round(ours["pairs_per_s"] / trl["pairs_per_s"], 2),
-        "speedup_with_reference": round(ours["pairs_per_s_with_reference"] / trl["pairs_per_s"], 2),
-        "memory_ratio_trl_over_ours": round(trl["peak_rss_mb"] / ours["peak_rss_mb"], 2),
+        "ours_cold_cache": ours, "ours_warm_cache": warm, "trl": trl, "ratios": ratios,
     }, indent=2))  # fmt: skip
 
 
