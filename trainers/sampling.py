@@ -72,7 +72,6 @@ def _pick(
     greedy: bool,
 ) -> tuple[jax.Array, jax.Array, jax.Array]:
     """(B, V) float32 logits -> token (B,), sampling log-prob (B,), raw log-prob (B,)."""
-    raw = jax.nn.log_softmax(logits, axis=-1)  # (B, V)
     if greedy:
         token = jnp.argmax(logits, axis=-1)
         sample_lp = jnp.zeros(token.shape, jnp.float32)
@@ -80,7 +79,9 @@ def _pick(
         scaled = filter_logits(logits / temperature, top_k, top_p)
         token = jax.random.categorical(key, scaled, axis=-1)
         sample_lp = jnp.take_along_axis(jax.nn.log_softmax(scaled), token[:, None], axis=-1)[:, 0]
-    raw_lp = jnp.take_along_axis(raw, token[:, None], axis=-1)[:, 0]
+    # log_softmax(logits)[token] without materialising the (B, V) log-softmax.
+    picked = jnp.take_along_axis(logits, token[:, None], axis=-1)[:, 0]
+    raw_lp = picked - jax.nn.logsumexp(logits, axis=-1)
     return token.astype(jnp.int32), sample_lp, raw_lp
 
 
@@ -95,7 +96,8 @@ class _Loop(NamedTuple):
 
 def _record(loop: _Loop, temperature: jax.Array, opts: dict) -> _Loop:
     """Sample token number `loop.step` from `loop.logits` and write it into the outputs."""
-    key, sub = jax.random.split(loop.key)
+    # Greedy decoding draws nothing: the key is left alone (no threefry work per token).
+    key, sub = (loop.key, loop.key) if opts["greedy"] else jax.random.split(loop.key)
     token, lp, raw_lp = _pick(
         loop.logits,
         sub,
