@@ -13,6 +13,8 @@ import numpy as np
 import optax
 import pytest
 from flax import nnx
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from tasks.kinship import KinshipConfig, generate_dataset
 from trainers.checkpoint import load_run
@@ -21,11 +23,13 @@ from trainers.data import (
     bucket_length,
     load_records,
     make_batch,
+    make_packed_batch,
+    pack_rows,
     read_data_config,
     tokenize_examples,
 )
 from trainers.hf import from_hf
-from trainers.model import PRESETS, GPTConfig, forward, init_model
+from trainers.model import PRESETS, GPTConfig, forward, init_model, segment_positions
 from trainers.sft import SFTConfig, init_from, make_optimizer, train_sft, train_step
 from trainers.tokenizer import kinship_tokenizer
 
@@ -169,6 +173,62 @@ def test_prompt_weighted_loss_is_the_weighted_token_mean(train_data):
     assert {0.0, 0.5, 1.0} <= set(np.unique(weight).tolist())
     reference = -(target_logp * weight).sum() / weight.sum()
     np.testing.assert_allclose(float(metrics["loss"]), reference, rtol=1e-5)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.integers(1, 40), min_size=1, max_size=30), st.integers(40, 90))
+def test_pack_rows_places_every_sequence_once_within_the_width(lengths, width):
+    rows = pack_rows(lengths, width)
+    assert sorted(i for row in rows for i in row) == list(range(len(lengths)))
+    assert all(sum(lengths[i] for i in row) <= width for row in rows)
+    assert rows == pack_rows(lengths, width)  # deterministic
+    # First fit: a later row's first sequence did not fit any earlier row, so no two rows
+    # could be merged into one.
+    fills = [sum(lengths[i] for i in row) for row in rows]
+    assert all(fills[i] + fills[j] > width for i in range(len(rows)) for j in range(i))
+
+
+def test_packed_batch_keeps_each_sequence_whole_and_apart(train_data):
+    indices = np.arange(12)
+    batch = make_packed_batch(train_data, indices, grad_accum=2, pad_id=0, width=64,
+                              row_multiple=4, prompt_weight=0.5)  # fmt: skip
+    assert batch.tokens.shape[:2] == (2, batch.tokens.shape[1]) and batch.tokens.shape[1] % 4 == 0
+    positions = np.asarray(segment_positions(jnp.asarray(batch.attention_mask.reshape(-1, 64))))
+    found = []
+    for row, segs in enumerate(batch.attention_mask.reshape(-1, 64)):
+        tokens, loss = batch.tokens.reshape(-1, 64)[row], batch.loss_mask.reshape(-1, 64)[row]
+        for k in sorted(set(segs.tolist()) - {0}):
+            where = np.flatnonzero(segs == k)
+            assert (np.diff(where) == 1).all() and positions[row, where].tolist() == list(
+                range(len(where))
+            )
+            assert loss[where[0]] == 0.0  # nothing predicts a sequence's first token
+            found.append((tokens[where].tolist(), loss[where[1:]].tolist()))
+        assert (positions[row, segs == 0] == 0).all()
+    plain = make_batch(train_data, indices, grad_accum=1, pad_id=0, max_length=64,
+                       prompt_weight=0.5)  # fmt: skip
+    expected = []
+    for row in range(12):
+        n = int(plain.attention_mask[0, row].sum())
+        expected.append((plain.tokens[0, row, :n].tolist(), plain.loss_mask[0, row, 1:n].tolist()))
+    assert sorted(found) == sorted(expected)
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adamw"])
+def test_packed_step_equals_one_sequence_per_row(train_data, optimizer):
+    _, state = _split_model()
+    tx = optax.sgd(1.0) if optimizer == "sgd" else None
+    config = SFTConfig(batch_size=6, grad_accum=2, warmup_steps=0, prompt_loss_weight=1.0)
+    common = dict(grad_accum=2, pad_id=0, prompt_weight=1.0)
+    plain = make_batch(train_data, np.arange(12), max_length=64, **common)
+    packed = make_packed_batch(train_data, np.arange(12), width=128, **common)
+    a, _, ma = _step(config, jax.tree.map(jnp.copy, state), plain, tx)
+    b, _, mb = _step(config, jax.tree.map(jnp.copy, state), packed, tx)
+    for key in ("loss", "grad_norm", "tokens"):
+        np.testing.assert_allclose(ma[key], mb[key], rtol=1e-5)
+    lr = SFTConfig().learning_rate
+    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
+        np.testing.assert_allclose(np.asarray(y), np.asarray(x), rtol=1e-5, atol=1e-3 * lr)
 
 
 @pytest.mark.parametrize("optimizer", ["sgd", "adamw"])

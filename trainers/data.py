@@ -119,9 +119,12 @@ class Batch(NamedTuple):
     """One optimizer step of data, split into `A` micro-batches of `B` sequences of `T` slots.
 
     tokens:         (A, B, T) int32, right-padded with the pad id
-    attention_mask: (A, B, T) int32, 1 on real tokens
+    attention_mask: (A, B, T) int32, 0 on padding, else the segment id of the sequence the
+                    token belongs to: 1 when a row holds one sequence; 1, 2, ... when several
+                    are packed in a row (`make_packed_batch`; see `model.segment_attention`)
     loss_mask:      (A, B, T) float32, weight of each token's loss: 1 on the completion and EOS,
-                    `prompt_weight` on the prompt (0 by default), 0 on padding
+                    `prompt_weight` on the prompt (0 by default), 0 on padding and on the first
+                    token of each sequence (nothing predicts it)
     """
 
     tokens: np.ndarray
@@ -156,6 +159,72 @@ def make_batch(
         loss[row, data.prompt_lengths[i] : len(seq)] = 1.0
     shape = (grad_accum, n // grad_accum, width)
     return Batch(tokens.reshape(shape), attention.reshape(shape), loss.reshape(shape))
+
+
+def pack_rows(lengths: Sequence[int], width: int) -> list[list[int]]:
+    """First-fit decreasing: the positions of `lengths` grouped into rows of at most `width`
+    tokens (longest first, ties in order; each row keeps its sequences in that order). A pure
+    function of its input, so packed batches are as deterministic as plain ones."""
+    rows: list[list[int]] = []
+    room: list[int] = []
+    for i in sorted(range(len(lengths)), key=lambda i: (-lengths[i], i)):
+        if lengths[i] > width:
+            raise ValueError(f"a sequence of {lengths[i]} tokens does not fit rows of {width}")
+        for r, free in enumerate(room):
+            if lengths[i] <= free:
+                rows[r].append(i)
+                room[r] -= lengths[i]
+                break
+        else:
+            rows.append([i])
+            room.append(width - lengths[i])
+    return rows
+
+
+def make_packed_batch(
+    data: TokenizedSplit,
+    indices: np.ndarray,
+    *,
+    grad_accum: int,
+    pad_id: int,
+    width: int,
+    row_multiple: int = 1,
+    bucket: int = BUCKET,
+    prompt_weight: float = 0.0,
+) -> Batch:
+    """The sequences `indices` (A * B of them, in order) packed several to a row: each
+    micro-batch's B sequences go into rows of `width` tokens (wider, rounded up to `bucket`,
+    if one is longer) by `pack_rows`; every micro-batch gets the same number of rows, rounded
+    up to `row_multiple` (the devices a row axis is split over). Segment ids in
+    `attention_mask` keep the sequences apart, and each sequence's first token gets no loss,
+    so the summed loss and its token count equal `make_batch`'s on the same sequences."""
+    n = len(indices)
+    if n % grad_accum:
+        raise ValueError(f"{n} sequences do not split into {grad_accum} micro-batches")
+    lengths = [len(data.tokens[i]) for i in indices]
+    width = max(width, -(-max(lengths) // bucket) * bucket)
+    per_micro = n // grad_accum
+    groups = [
+        pack_rows(lengths[a * per_micro : (a + 1) * per_micro], width) for a in range(grad_accum)
+    ]
+    rows = -(-max(len(g) for g in groups) // row_multiple) * row_multiple
+    tokens = np.full((grad_accum, rows, width), pad_id, np.int32)
+    segments = np.zeros((grad_accum, rows, width), np.int32)
+    loss = np.zeros((grad_accum, rows, width), np.float32)
+    for a, group in enumerate(groups):
+        for r, members in enumerate(group):
+            start = 0
+            for k, j in enumerate(members, start=1):
+                i = indices[a * per_micro + j]
+                seq, prompt = data.tokens[i], int(data.prompt_lengths[i])
+                end = start + len(seq)
+                tokens[a, r, start:end] = seq
+                segments[a, r, start:end] = k
+                loss[a, r, start : start + prompt] = prompt_weight
+                loss[a, r, start + prompt : end] = 1.0
+                loss[a, r, start] = 0.0  # predicted by nothing (another sequence precedes it)
+                start = end
+    return Batch(tokens, segments, loss)
 
 
 def epoch_order(
@@ -197,7 +266,10 @@ class BatchIterator(Iterator[Batch]):
         bucket: int = BUCKET,
         prompt_weight: float = 0.0,
         position: int = 0,
+        pack_width: int = 0,
+        row_multiple: int = 1,
     ) -> None:
+        self.pack_width, self.row_multiple = pack_width, row_multiple
         self.data = data
         self.batch_examples = batch_size * grad_accum
         self.grad_accum = grad_accum
@@ -228,14 +300,17 @@ class BatchIterator(Iterator[Batch]):
         return self._order[within]
 
     def __next__(self) -> Batch:
-        batch = make_batch(
-            self.data,
-            self.indices(self.position),
-            grad_accum=self.grad_accum,
-            pad_id=self.pad_id,
-            max_length=self.max_length,
-            bucket=self.bucket,
-            prompt_weight=self.prompt_weight,
-        )
+        indices = self.indices(self.position)
+        if self.pack_width:
+            batch = make_packed_batch(
+                self.data, indices, grad_accum=self.grad_accum, pad_id=self.pad_id,
+                width=self.pack_width, row_multiple=self.row_multiple, bucket=self.bucket,
+                prompt_weight=self.prompt_weight,
+            )  # fmt: skip
+        else:
+            batch = make_batch(
+                self.data, indices, grad_accum=self.grad_accum, pad_id=self.pad_id,
+                max_length=self.max_length, bucket=self.bucket, prompt_weight=self.prompt_weight,
+            )  # fmt: skip
         self.position += 1
         return batch

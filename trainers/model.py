@@ -121,6 +121,28 @@ def positions_from_mask(attention_mask: jax.Array) -> jax.Array:
     return jnp.clip(jnp.cumsum(mask, axis=-1) - 1, 0, None)
 
 
+def segment_attention(segments: jax.Array) -> jax.Array:
+    """(B, T) segment ids (0 = padding, 1, 2, ... = the sequences packed in a row) -> (B, T, T)
+    bool: slot i sees slot j when j <= i and both hold the same sequence. A row holding one
+    right-padded sequence (ids 1 then 0) gets the usual causal mask over its real tokens."""
+    T = segments.shape[-1]
+    causal = jnp.arange(T)[None, :] <= jnp.arange(T)[:, None]  # (T, T): key j <= query i
+    same = segments[:, :, None] == segments[:, None, :]
+    return causal[None] & same & (segments[:, None, :] > 0)
+
+
+def segment_positions(segments: jax.Array) -> jax.Array:
+    """(B, T) segment ids -> (B, T) int32 position of each slot within its own sequence; 0 on
+    padding (a packed row may be wider than the model's context, its sequences never are)."""
+    T = segments.shape[-1]
+    slots = jnp.broadcast_to(jnp.arange(T, dtype=jnp.int32), segments.shape)
+    starts = jnp.concatenate(
+        [jnp.ones_like(segments[:, :1], bool), segments[:, 1:] != segments[:, :-1]], axis=1
+    )
+    positions = slots - jax.lax.cummax(jnp.where(starts, slots, 0), axis=1)
+    return jnp.where(segments > 0, positions, 0)
+
+
 def _normal(std: float) -> nnx.Initializer:
     return nnx.initializers.normal(stddev=std)
 

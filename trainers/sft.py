@@ -54,7 +54,15 @@ from trainers.data import (
     tokenize_examples,
 )
 from trainers.hf import from_hf
-from trainers.model import GPT, PRESETS, GPTConfig, abstract_model, init_model
+from trainers.model import (
+    GPT,
+    PRESETS,
+    GPTConfig,
+    abstract_model,
+    init_model,
+    segment_attention,
+    segment_positions,
+)
 from trainers.sharding import (
     batch_divisor,
     batch_sharding,
@@ -104,6 +112,12 @@ class SFTConfig:
         "compiled shapes), >= 1",
         default=16,
     )
+    pack_width: int = _doc(
+        "pack several examples into each row of this many tokens, kept apart by the attention "
+        "mask (the same loss as one example per row, with far less padding); 0 = one example "
+        "per row, padded to length_bucket",
+        default=128,
+    )
     length_grouping: int = _doc(
         "batches per window sorted by length (less padding, but batches of alike examples "
         "learn slower; 1 = plain shuffle), >= 1",
@@ -147,6 +161,7 @@ _INT_MINIMUM = {
     "grad_accum": 1,
     "log_interval": 1,
     "eval_interval": 0,
+    "pack_width": 0,
     "eval_examples": 1,
     "save_interval": 1,
     "keep_checkpoints": 1,
@@ -208,9 +223,13 @@ def token_losses(logits: jax.Array, tokens: jax.Array) -> jax.Array:
     return optax.softmax_cross_entropy_with_integer_labels(logits[:, :-1], tokens[:, 1:])
 
 
-def _loss_sum(model: GPT, tokens: jax.Array, attention: jax.Array, mask: jax.Array) -> jax.Array:
-    """Sum of the masked token losses of one (B, T) micro-batch."""
-    logits = model(tokens, attention)  # (B, T, V)
+def _loss_sum(model: GPT, tokens: jax.Array, segments: jax.Array, mask: jax.Array) -> jax.Array:
+    """Sum of the masked token losses of one (B, T) micro-batch; `segments` is the batch's
+    `attention_mask` (segment ids: one sequence per row, or several packed)."""
+    hidden = model.hidden_states(
+        tokens, positions=segment_positions(segments), attend=segment_attention(segments)
+    )
+    logits = model.lm_head(hidden)  # (B, T, V)
     return jnp.sum(token_losses(logits, tokens) * mask[:, 1:])
 
 
@@ -453,6 +472,7 @@ def _train_loop(
         seed=config.seed, pad_id=tokenizer.pad_token_id, max_length=max_length,
         length_grouping=config.length_grouping, bucket=config.length_bucket,
         prompt_weight=config.prompt_loss_weight, position=placed.data_position,
+        pack_width=config.pack_width, row_multiple=batch_divisor(placed.batch_sharding.mesh),
     )  # fmt: skip
     validation = []
     if setup.validation is not None and len(setup.validation):
@@ -465,7 +485,7 @@ def _train_loop(
         host_batch = next(iterator)
         batch = put_global(host_batch, placed.batch_sharding)
         state, opt_state, metrics = placed.train_step(placed.graphdef, state, opt_state, batch)
-        logger.add(done, metrics, int(host_batch.attention_mask.sum()))
+        logger.add(done, metrics, int(np.count_nonzero(host_batch.attention_mask)))
         last = done == config.steps
         if done % config.log_interval == 0 or last:
             logger.flush()
