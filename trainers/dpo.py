@@ -110,7 +110,7 @@ def dpo_step(
     optimizer: optax.GradientTransformation,
     config: DPOConfig,
 ) -> tuple[nnx.State, optax.OptState, Metrics]:
-    """One optimizer step on an (A, 2, B, T) batch of pairs with cached reference log-probs
+    """One optimizer step on a batch of pairs (either layout) with cached reference log-probs
     (A, 2, B). Pure; jit once with `graphdef` static and state donated."""
     example_loss = functools.partial(dpo_example_loss, config)
     grads, metrics = accumulate_gradients(graphdef, state, batch, example_loss)

@@ -78,7 +78,7 @@ class Method(NamedTuple):
     data_kind: str
     needs_reference: bool
     step: Callable[..., Any]  # (graphdef, state, opt_state, batch, *, optimizer) -> (s, o, m)
-    eval_step: Callable[..., Any]  # (graphdef, state, batch (1, 2, B, T)) -> metrics (B,)
+    eval_step: Callable[..., Any]  # (graphdef, state, one-micro-batch batch) -> metrics (B,)
     tokenize: Callable[..., SequencePairs] = tokenize_pairs  # (records, tokenizer, max_len)
     prepare_model: Callable[..., tuple[GPT, GPTConfig]] = _identity_model
     summarize: Summarize | None = None  # extra held-out figures from the per-example metrics

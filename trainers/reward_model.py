@@ -130,7 +130,7 @@ def reward_model_step(
     *,
     optimizer: optax.GradientTransformation,
 ) -> tuple[nnx.State, optax.OptState, Metrics]:
-    """One optimizer step on an (A, 2, B, T) batch of pairs. Pure; jit once, state donated."""
+    """One optimizer step on a batch of pairs (either layout). Pure; jit once, state donated."""
     grads, metrics = accumulate_gradients(graphdef, state, batch, reward_example_loss)
     state, opt_state = apply_gradients(state, opt_state, grads, optimizer)
     return state, opt_state, metrics
