@@ -49,6 +49,8 @@ def complete(
     leaves no room to answer gets None.
     """
     graphdef, state = nnx.split(model)
+    devices = jax.device_count()
+    batch_size = -(-batch_size // devices) * devices  # rows split evenly over the devices
     state = shard_rows(state)[0]  # replicated once over every device (if several)
     n_positions = model.cfg.n_positions
     encoded = tokenizer(list(prompts), add_special_tokens=False)["input_ids"]

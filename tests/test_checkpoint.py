@@ -117,3 +117,16 @@ def test_metrics_log_truncation_drops_later_and_torn_lines(tmp_path):
         f.write('{"step": 6, "train/lo')  # a line torn by the crash
     log.truncate_after(3)
     assert [line["step"] for line in log.read()] == [1, 2, 3]
+
+
+def test_runs_written_before_a_new_field_resume_only_with_its_old_behaviour(tmp_path):
+    import pytest
+
+    from trainers.checkpoint import RUN_KIND, check_same_run, write_json_atomic
+
+    run = tmp_path / "old-run"
+    run.mkdir()
+    write_json_atomic(run / "config.json", {"kind": RUN_KIND, "model": {}, "sft": {"steps": 10}})
+    check_same_run(run, {"sft": {"steps": 10, "pack_width": 0}})  # the old behaviour: resumes
+    with pytest.raises(ValueError, match=r"sft\.pack_width"):
+        check_same_run(run, {"sft": {"steps": 10, "pack_width": 128}})

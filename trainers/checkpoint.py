@@ -91,6 +91,11 @@ def check_new_or_run_folder(run_dir: str | Path) -> None:
         raise ValueError(f"{run} exists and is not a run folder; use a new --out")
 
 
+# Config fields added after runs were already written, with the behaviour those older runs
+# had: a folder without the field resumes only with that value.
+LEGACY_DEFAULTS: dict[str, Any] = {"pack_width": 0, "pack_pairs": False}
+
+
 def check_same_run(run_dir: str | Path, record: dict[str, Any]) -> None:
     """ValueError naming the fields where `run_dir`'s config.json differs from `record`."""
     stored = read_run_config(run_dir)
@@ -98,7 +103,9 @@ def check_same_run(run_dir: str | Path, record: dict[str, Any]) -> None:
     for key, value in record.items():
         old = stored.get(key)
         if isinstance(value, dict) and isinstance(old, dict):
-            differing += [f"{key}.{k}" for k in value if old.get(k) != value[k]]
+            differing += [
+                f"{key}.{k}" for k in value if old.get(k, LEGACY_DEFAULTS.get(k)) != value[k]
+            ]
         elif old != value:
             differing.append(key)
     if differing:

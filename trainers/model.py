@@ -122,7 +122,8 @@ def positions_from_mask(attention_mask: jax.Array) -> jax.Array:
 
 
 def segment_attention(segments: jax.Array) -> jax.Array:
-    """(B, T) segment ids (0 = padding, 1, 2, ... = the sequences packed in a row) -> (B, T, T)
+    """(B, T) segment ids (0 = padding, 1, 2, ... = the sequences packed in a row; not the
+    prompt/completion ids of `trainers.preference_data.PackedPairBatch`) -> (B, T, T)
     bool: slot i sees slot j when j <= i and both hold the same sequence. A row holding one
     right-padded sequence (ids 1 then 0) gets the usual causal mask over its real tokens."""
     T = segments.shape[-1]

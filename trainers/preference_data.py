@@ -313,7 +313,7 @@ class PairIterator:
                 f"batch_size * grad_accum = {self.examples} exceeds the {len(pairs)} training "
                 "examples"
             )
-        self._lengths = packed_lengths(pairs) if packed else pairs.lengths
+        self._lengths = pairs.lengths  # both layouts: the same examples at every step
         self._epoch, self._order = -1, np.empty((0, 0), np.int64)
 
     def indices(self, step: int) -> np.ndarray:

@@ -5,7 +5,7 @@ step (a few small matrix products per token) runs on one core. Splitting the hos
 JAX device per core and the sampler's batch over them (`trainers.sampling.shard_rows`) runs
 the rows in parallel: 1.7x the tokens/s of one device on this project's 2-core machine.
 Training steps gained nothing (their matrix products already use every core), so only
-`kinrl eval` and `kinrl sample` ask for it. `$KINRL_CPU_DEVICES` overrides the count.
+`kinrl eval` asks for it. `$KINRL_CPU_DEVICES` overrides the count.
 
 The persistent compilation cache: XLA programs (a training step, a sampler) take seconds to
 compile on a CPU, and a run compiles one per length bucket. JAX can keep compiled programs on

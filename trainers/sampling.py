@@ -183,8 +183,9 @@ _generate = GraphdefJit(
 
 def shard_rows(state: nnx.State, *rows: jax.Array) -> tuple[Any, ...]:
     """Lay out a sampling call over every device: `state` replicated, each array of `rows`
-    split along its first (batch) axis. With one device, or a batch the device count does
-    not divide, everything stays on the default device. `generate` then runs the rows in
+    split along its first (batch) axis. With one device everything stays where it is; a
+    batch the device count does not divide is left unsplit (callers should round their
+    batch size up to a multiple of `jax.device_count()`). `generate` then runs the rows in
     parallel (on a CPU split into devices by `trainers.runtime.use_host_devices`, in
     parallel on the cores) and gives the same tokens."""
     devices = jax.devices()

@@ -139,6 +139,8 @@ class SFTConfig:
         for name, (ok, allowed) in _FLOAT_RANGE.items():
             value = getattr(self, name)
             _require(_is_number(value) and ok(value), name, allowed, value)
+        _require(self.pack_width <= MAX_PACK_WIDTH, "pack_width", f"at most {MAX_PACK_WIDTH}",
+                 self.pack_width)  # fmt: skip
         for name in ("bf16", "remat", "shard_params"):
             value = getattr(self, name)
             _require(isinstance(value, bool), name, "true or false", value)
@@ -170,6 +172,7 @@ _INT_MINIMUM = {
     "fsdp_devices": 1,
     "seed": 0,
 }
+MAX_PACK_WIDTH = 4096  # a row's attention mask is (T, T): keep typos from exhausting memory
 _FLOAT_RANGE = {
     "learning_rate": (lambda v: v > 0, "a number > 0"),
     "min_lr_ratio": (lambda v: 0 <= v <= 1, "a number in 0..1"),
