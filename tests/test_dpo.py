@@ -37,7 +37,7 @@ from trainers.preference_data import (
     PREFERENCE_KIND,
     SequencePairs,
     load_feedback_records,
-    make_packed_batch,
+    make_packed_pair_batch,
     make_pair_batch,
     tokenize_pairs,
 )
@@ -109,7 +109,7 @@ def test_packed_batch_holds_the_prompt_once_then_both_completions(data_dir, toke
     eos, prompt = tokenizer.eos_token_id, ids(record["prompt"])
     chosen, rejected = [*ids(record["chosen"]), eos], [*ids(record["rejected"]), eos]
     refs = np.arange(2 * len(pairs), dtype=np.float32)
-    batch = make_packed_batch(pairs, np.array([0, 1]), refs, grad_accum=2, pad_id=0)
+    batch = make_packed_pair_batch(pairs, np.array([0, 1]), refs, grad_accum=2, pad_id=0)
     assert batch.tokens.shape[:2] == (2, 1) and batch.loss_mask.shape[:3] == (2, 2, 1)
     P, C, R = len(prompt), len(chosen), len(rejected)
     end = P + C + R
@@ -145,7 +145,7 @@ def test_packing_keeps_every_token_of_both_sequences(lengths):
     data = TokenizedSplit(tuple(np.array(t, np.int32) for t in firsts + seconds),
                           np.array([p for p, _, _ in lengths] * 2))  # fmt: skip
     pairs = SequencePairs(data, np.ones(len(lengths), bool))
-    batch = make_packed_batch(pairs, np.arange(len(lengths)), None, grad_accum=1, pad_id=0)
+    batch = make_packed_pair_batch(pairs, np.arange(len(lengths)), None, grad_accum=1, pad_id=0)
     for row, (first, second) in enumerate(zip(firsts, seconds, strict=True)):
         tokens, seg, pos = (x[0, row] for x in (batch.tokens, batch.segments, batch.positions))
         for side, expected in ((1, first), (2, second)):
@@ -158,7 +158,7 @@ def test_packed_log_probs_equal_separate_sequences(pairs):
     graphdef, state = nnx.split(init_model(TINY, 0))
     indices = np.arange(8)
     unpacked = make_pair_batch(pairs, indices, None, grad_accum=1, pad_id=0, max_length=128)
-    packed = make_packed_batch(pairs, indices, None, grad_accum=1, pad_id=0)
+    packed = make_packed_pair_batch(pairs, indices, None, grad_accum=1, pad_id=0)
     assert packed.tokens.size < unpacked.tokens.size
     want, want_counts = pure_jit(pair_logps)(graphdef, state, *(x[0] for x in unpacked[:3]))
     got, counts = pure_jit(packed_pair_logps)(graphdef, state, *(x[0] for x in packed[:5]))
@@ -176,7 +176,7 @@ def test_packed_step_equals_unpacked_step(pairs):
     """The same 8 pairs, packed or not, take the same SGD step (same gradient)."""
     config = DPOConfig(steps=10, batch_size=8, warmup_steps=0)
     graphdef, state, _, batch, _ = _step_inputs(pairs, np.arange(8), 1, config)
-    packed = make_packed_batch(pairs, np.arange(8), None, grad_accum=1, pad_id=0)
+    packed = make_packed_pair_batch(pairs, np.arange(8), None, grad_accum=1, pad_id=0)
     packed = packed._replace(ref_logps=np.asarray(batch.ref_logps) - 0.25)  # policy != ref
     batch = batch._replace(ref_logps=np.asarray(batch.ref_logps) - 0.25)
     sgd = optax.sgd(1.0)

@@ -21,7 +21,7 @@ from trainers.model import PRESETS, GPTConfig, init_model
 from trainers.preference_data import (
     PREFERENCE_KIND,
     load_feedback_records,
-    make_packed_batch,
+    make_packed_pair_batch,
     make_pair_batch,
     tokenize_pairs,
 )
@@ -61,7 +61,7 @@ def test_packed_rewards_equal_separate_sequences(data_dir):
     model, _ = with_value_head(init_model(cfg, 0), cfg, seed=1)
     indices = np.arange(len(pairs))
     unpacked = make_pair_batch(pairs, indices, None, grad_accum=1, pad_id=0, max_length=128)
-    packed = make_packed_batch(pairs, indices, None, grad_accum=1, pad_id=0)
+    packed = make_packed_pair_batch(pairs, indices, None, grad_accum=1, pad_id=0)
     want = pair_rewards(model, unpacked.tokens[0], unpacked.attention_mask[0])
     got = packed_pair_rewards(model, packed.tokens[0], packed.positions[0], packed.segments[0])
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)

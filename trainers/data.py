@@ -227,6 +227,15 @@ def make_packed_batch(
     return Batch(tokens, segments, loss)
 
 
+def fixed_size_chunks(order: np.ndarray, size: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """`order` cut into consecutive chunks of `size`, each as (chunk, filled): `filled` is the
+    chunk topped up to `size` with copies of its first index, so every batch made from it has
+    one shape (only the first `len(chunk)` results are real)."""
+    for start in range(0, len(order), size):
+        chunk = order[start : start + size]
+        yield chunk, np.concatenate([chunk, np.repeat(chunk[:1], size - len(chunk))])
+
+
 def epoch_order(
     lengths: np.ndarray, batch_examples: int, seed: int, epoch: int, length_grouping: int
 ) -> np.ndarray:

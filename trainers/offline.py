@@ -33,14 +33,14 @@ import optax
 from flax import nnx
 
 from tasks.fields import documented
-from trainers.data import TokenizedSplit, make_batch
+from trainers.data import TokenizedSplit, fixed_size_chunks, make_batch
 from trainers.model import GPT, PRESETS, GPTConfig, pure_jit
 from trainers.preference_data import (
     PAD_SEGMENT,
     PackedPairBatch,
     PairBatch,
     SequencePairs,
-    make_packed_batch,
+    make_packed_pair_batch,
     packed_lengths,
 )
 from trainers.sft import token_losses
@@ -231,12 +231,9 @@ def reference_logps(
 
     Sequences go sorted by length in fixed-size, bucket-padded batches (the last one filled
     with copies), so only a handful of shapes compile."""
-    order = np.argsort(data.lengths, kind="stable")
     out = np.zeros(len(data), np.float32)
     pending = []
-    for start in range(0, len(order), batch_size):
-        chunk = order[start : start + batch_size]
-        padded = np.concatenate([chunk, np.repeat(chunk[:1], batch_size - len(chunk))])
+    for chunk, padded in fixed_size_chunks(np.argsort(data.lengths, kind="stable"), batch_size):
         batch = make_batch(data, padded, grad_accum=1, pad_id=pad_id, max_length=max_length)
         sums = _reference_forward(
             graphdef, state, batch.tokens[0], batch.attention_mask[0], batch.loss_mask[0]
@@ -271,10 +268,8 @@ def packed_reference_logps(
     n = len(pairs)
     out = np.zeros(len(data), np.float32)
     pending = []
-    for start in range(0, n, batch_size):
-        chunk = order[start : start + batch_size]
-        padded = np.concatenate([chunk, np.repeat(chunk[:1], batch_size - len(chunk))])
-        batch = make_packed_batch(pairs, padded, None, grad_accum=1, pad_id=pad_id)
+    for chunk, padded in fixed_size_chunks(order, batch_size):
+        batch = make_packed_pair_batch(pairs, padded, None, grad_accum=1, pad_id=pad_id)
         pending.append((chunk, _packed_reference_forward(graphdef, state, batch)))
     for chunk, sums in pending:  # one host sync at the end, not one per batch
         sums = np.asarray(sums)

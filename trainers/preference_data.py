@@ -37,6 +37,7 @@ from trainers.data import (
     BUCKET,
     TokenizedSplit,
     epoch_order,
+    fixed_size_chunks,
     make_batch,
     read_data_config,
     split_path,
@@ -227,7 +228,7 @@ def packed_lengths(pairs: SequencePairs) -> np.ndarray:
     return lengths[:n] + lengths[n:] - prompts[:n]
 
 
-def make_packed_batch(
+def make_packed_pair_batch(
     pairs: SequencePairs,
     indices: np.ndarray,
     ref_logps: np.ndarray | None,
@@ -329,7 +330,7 @@ class PairIterator:
     def __next__(self) -> PairBatch | PackedPairBatch:
         indices = self.indices(self.position)
         if self.packed:
-            batch: PairBatch | PackedPairBatch = make_packed_batch(
+            batch: PairBatch | PackedPairBatch = make_packed_pair_batch(
                 self.pairs, indices, self.ref_logps, grad_accum=self.grad_accum,
                 pad_id=self.pad_id,
             )  # fmt: skip
@@ -351,16 +352,13 @@ def eval_pair_batches(
     batch is filled up with copies of its first example)."""
     order = np.argsort(packed_lengths(pairs) if packed else pairs.lengths, kind="stable")
     out: list[tuple[PairBatch | PackedPairBatch, int]] = []
-    for start in range(0, len(order), batch_size):
-        chunk = order[start : start + batch_size]
-        real = len(chunk)
-        chunk = np.concatenate([chunk, np.repeat(chunk[:1], batch_size - real)])
+    for chunk, filled in fixed_size_chunks(order, batch_size):
         if packed:
-            batch: PairBatch | PackedPairBatch = make_packed_batch(
-                pairs, chunk, ref_logps, grad_accum=1, pad_id=pad_id
+            batch: PairBatch | PackedPairBatch = make_packed_pair_batch(
+                pairs, filled, ref_logps, grad_accum=1, pad_id=pad_id
             )
         else:
-            batch = make_pair_batch(pairs, chunk, ref_logps, grad_accum=1, pad_id=pad_id,
+            batch = make_pair_batch(pairs, filled, ref_logps, grad_accum=1, pad_id=pad_id,
                                     max_length=max_length)  # fmt: skip
-        out.append((batch, real))
+        out.append((batch, len(chunk)))
     return out

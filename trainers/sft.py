@@ -46,6 +46,7 @@ from trainers.data import (
     Batch,
     BatchIterator,
     TokenizedSplit,
+    fixed_size_chunks,
     has_split,
     load_records,
     make_batch,
@@ -435,16 +436,13 @@ def eval_batches(
     """The validation set as (1, batch_size, T) batches sorted by length; the last batch is
     filled up with copies whose loss mask is zeroed (fixed shapes, nothing counted twice)."""
     order = np.argsort(data.lengths, kind="stable")
-    batches, size = [], config.batch_size
-    for start in range(0, len(order), size):
-        chunk = order[start : start + size]
-        real = len(chunk)
-        chunk = np.concatenate([chunk, np.repeat(chunk[:1], size - real)])
+    batches = []
+    for chunk, filled in fixed_size_chunks(order, config.batch_size):
         batch = make_batch(
-            data, chunk, grad_accum=1, pad_id=pad_id, max_length=max_length,
+            data, filled, grad_accum=1, pad_id=pad_id, max_length=max_length,
             bucket=config.length_bucket,
         )  # fmt: skip
-        batch.loss_mask[:, real:] = 0.0
+        batch.loss_mask[:, len(chunk) :] = 0.0
         batches.append(batch)
     return batches
 
