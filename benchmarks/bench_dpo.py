@@ -80,9 +80,10 @@ def make_data(out: Path, n: int) -> None:
 def run_ours(args: argparse.Namespace) -> dict:
     import jax
 
-    from trainers.runtime import enable_compilation_cache
+    from trainers.runtime import enable_compilation_cache, limit_malloc_arenas
 
-    enable_compilation_cache()  # as `kinrl train dpo` does; the parent picks the folder
+    limit_malloc_arenas()  # as `kinrl train dpo` does, before JAX starts its threads
+    enable_compilation_cache()  # the parent picks the folder
 
     from trainers.checkpoint import Checkpoints
     from trainers.dpo import DPOConfig, dpo_method
@@ -101,7 +102,8 @@ def run_ours(args: argparse.Namespace) -> dict:
     placed = place(method, config, setup.model, setup.mesh, checkpoints)
     iterator = PairIterator(setup.train, setup.references["train"], batch_size=args.batch,
                             grad_accum=1, seed=0, pad_id=setup.tokenizer.pad_token_id,
-                            max_length=args.max_length, packed=config.pack_pairs)  # fmt: skip
+                            max_length=args.max_length, packed=config.pack_pairs,
+                            steps=args.steps)  # fmt: skip
     sharding = pair_batch_sharding(setup.mesh, config.pack_pairs)
     state, opt_state = placed.state, placed.opt_state
     start = time.perf_counter()

@@ -291,12 +291,25 @@ def _sft_options(sft: argparse.ArgumentParser) -> None:
     sft.set_defaults(run=_run_train_sft)
 
 
+def _start_jax(host_devices: bool = False) -> None:
+    """Process-wide settings before JAX starts (`trainers.runtime`): at most two malloc
+    arenas, one device per core if `host_devices`, and the persistent compilation cache."""
+    from trainers.runtime import enable_compilation_cache, limit_malloc_arenas, use_host_devices
+
+    try:
+        limit_malloc_arenas()
+        if host_devices:
+            use_host_devices()
+    except ValueError as error:
+        raise UsageError(str(error)) from None
+    enable_compilation_cache()
+
+
 def _run_train_sft(args: argparse.Namespace) -> int:
-    from trainers.runtime import enable_compilation_cache
     from trainers.sft import SFTConfig, prepare_sft, run_sft
     from trainers.sharding import initialize_distributed
 
-    enable_compilation_cache()
+    _start_jax()
     initialize_distributed(args.coordinator_address, args.num_processes, args.process_id)
     try:  # every check of the user's input happens here, before any training
         config = SFTConfig(**_config_overrides(args, SFTConfig))
@@ -359,10 +372,9 @@ def _preference_options(name: str, parser: argparse.ArgumentParser) -> None:
 
 
 def _run_train_preference(name: str, args: argparse.Namespace) -> int:
-    from trainers.runtime import enable_compilation_cache
     from trainers.sharding import initialize_distributed
 
-    enable_compilation_cache()
+    _start_jax()
     config_class, prepare, run = _preference_trainer(name)
     initialize_distributed(args.coordinator_address, args.num_processes, args.process_id)
     try:  # every check of the user's input happens here, before any training
@@ -423,13 +435,8 @@ def _run_eval(args: argparse.Namespace) -> int:
     from evaluators.accuracy import evaluate
     from trainers.checkpoint import load_run
     from trainers.data import load_records
-    from trainers.runtime import enable_compilation_cache, use_host_devices
 
-    try:
-        use_host_devices()  # decode the eval batch's rows on every core
-    except ValueError as error:
-        raise UsageError(str(error)) from None
-    enable_compilation_cache()
+    _start_jax(host_devices=True)  # decode the eval batch's rows on every core
     try:
         model, _, tokenizer = load_run(args.run_dir, step=args.step)
         records = load_records(args.data, args.split)[: args.limit]
@@ -450,9 +457,8 @@ def _run_eval(args: argparse.Namespace) -> int:
 def _run_sample(args: argparse.Namespace) -> int:
     from evaluators.accuracy import complete
     from trainers.checkpoint import load_run
-    from trainers.runtime import enable_compilation_cache
 
-    enable_compilation_cache()
+    _start_jax()
     if args.temperature < 0:
         raise UsageError(f"--temperature must be >= 0 (got {args.temperature})")
     prompt = args.prompt.replace("\\n", "\n")

@@ -7,7 +7,10 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
+import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import jax
@@ -34,11 +37,13 @@ from trainers.offline import (
 )
 from trainers.offline_run import prepare_offline
 from trainers.preference_data import (
+    PAD_SEGMENT,
     PREFERENCE_KIND,
     SequencePairs,
     load_feedback_records,
     make_packed_pair_batch,
     make_pair_batch,
+    packed_lengths,
     tokenize_pairs,
 )
 from trainers.sft import make_optimizer
@@ -110,21 +115,41 @@ def test_packed_batch_holds_the_prompt_once_then_both_completions(data_dir, toke
     chosen, rejected = [*ids(record["chosen"]), eos], [*ids(record["rejected"]), eos]
     refs = np.arange(2 * len(pairs), dtype=np.float32)
     batch = make_packed_pair_batch(pairs, np.array([0, 1]), refs, grad_accum=2, pad_id=0)
-    assert batch.tokens.shape[:2] == (2, 1) and batch.loss_mask.shape[:3] == (2, 2, 1)
+    assert batch.tokens.shape[:2] == (2, 1) and batch.targets.shape[:2] == (2, 1)
     P, C, R = len(prompt), len(chosen), len(rejected)
     end = P + C + R
     assert batch.tokens[0, 0, :end].tolist() == prompt + chosen + rejected
     assert (batch.tokens[0, 0, end:] == 0).all() and batch.tokens.shape[-1] % 32 == 0
     assert batch.positions[0, 0, :end].tolist() == [*range(P + C), *range(P, P + R)]
-    assert batch.segments[0, 0].tolist() == [0] * P + [1] * C + [2] * R + [3] * (
+    assert batch.segments[0, 0].tolist() == [0] * P + [1] * C + [2] * R + [PAD_SEGMENT] * (
         batch.tokens.shape[-1] - end
     )
     sources = batch.sources[0, 0]
     assert sources[P + C] == P - 1  # the rejected side's first token follows the prompt
     assert all(sources[t] == t - 1 for t in range(1, end) if t != P + C)
-    assert batch.loss_mask[0, 0, 0].tolist()[:end] == [0] * P + [1] * C + [0] * R
-    assert batch.loss_mask[0, 1, 0].tolist()[:end] == [0] * (P + C) + [1] * R
+    assert batch.targets[0, 0, :end].tolist() == [-1] * P + [0] * C + [1] * R  # s * B + b
+    assert batch.last[0, :, 0].tolist() == [P + C - 1, end - 1]
     assert batch.ref_logps[:, :, 0].tolist() == [[0, len(pairs)], [1, len(pairs) + 1]]
+
+
+def test_several_examples_share_a_row(pairs):
+    """Short examples go two or more to a row; each keeps its own segments and targets."""
+    lengths = packed_lengths(pairs)[:8]
+    width = 2 * int(lengths.max())
+    batch = make_packed_pair_batch(pairs, np.arange(8), None, grad_accum=1, pad_id=0, width=width)
+    rows = batch.tokens.shape[1]
+    assert rows < 8 and batch.tokens.shape[-1] == width
+    assert (batch.tokens != 0).sum() == lengths.sum()  # every token once, nothing else
+    targets = batch.targets[0]
+    for b in range(8):  # both completions (with their EOS) of every example are there
+        for s, seq in ((0, b), (1, b + len(pairs))):
+            tokens = pairs.sequences.tokens[seq]
+            prompt = int(pairs.sequences.prompt_lengths[seq])
+            assert batch.tokens[0][targets == s * 8 + b].tolist() == tokens[prompt:].tolist()
+            assert batch.tokens[0].reshape(-1)[batch.last[0, s, b]] == tokens[-1]
+    with pytest.raises(ValueError, match="need"):
+        make_packed_pair_batch(pairs, np.arange(8), None, grad_accum=1, pad_id=0, width=width,
+                               rows=rows - 1)  # fmt: skip
 
 
 @settings(max_examples=40, deadline=None)
@@ -145,23 +170,33 @@ def test_packing_keeps_every_token_of_both_sequences(lengths):
     data = TokenizedSplit(tuple(np.array(t, np.int32) for t in firsts + seconds),
                           np.array([p for p, _, _ in lengths] * 2))  # fmt: skip
     pairs = SequencePairs(data, np.ones(len(lengths), bool))
-    batch = make_packed_pair_batch(pairs, np.arange(len(lengths)), None, grad_accum=1, pad_id=0)
-    for row, (first, second) in enumerate(zip(firsts, seconds, strict=True)):
-        tokens, seg, pos = (x[0, row] for x in (batch.tokens, batch.segments, batch.positions))
+    width = 32 * (1 + len(lengths) % 3)  # one to three examples per row
+    batch = make_packed_pair_batch(pairs, np.arange(len(lengths)), None, grad_accum=1, pad_id=0,
+                                   width=width)  # fmt: skip
+    tokens, seg, pos, targets = (
+        x[0] for x in (batch.tokens, batch.segments, batch.positions, batch.targets)
+    )
+    B = len(lengths)
+    for b, (first, second) in enumerate(zip(firsts, seconds, strict=True)):
+        row = int(np.flatnonzero((targets == b).any(axis=-1))[0])  # the row holding example b
+        k = int(seg[row][targets[row] == b][0]) // 3  # its place in that row
         for side, expected in ((1, first), (2, second)):
-            keep = (seg == 0) | (seg == side)
-            assert tokens[keep].tolist() == expected
-            assert pos[keep].tolist() == list(range(len(expected)))
+            keep = (seg[row] == 3 * k) | (seg[row] == 3 * k + side)
+            assert tokens[row][keep].tolist() == expected
+            assert pos[row][keep].tolist() == list(range(len(expected)))
+            assert (targets[row][seg[row] == 3 * k + side] == (side - 1) * B + b).all()
 
 
 def test_packed_log_probs_equal_separate_sequences(pairs):
     graphdef, state = nnx.split(init_model(TINY, 0))
     indices = np.arange(8)
     unpacked = make_pair_batch(pairs, indices, None, grad_accum=1, pad_id=0, max_length=128)
-    packed = make_packed_pair_batch(pairs, indices, None, grad_accum=1, pad_id=0)
-    assert packed.tokens.size < unpacked.tokens.size
+    packed = make_packed_pair_batch(pairs, indices, None, grad_accum=1, pad_id=0, width=256)
+    assert packed.tokens.size < unpacked.tokens.size and packed.tokens.shape[1] < 8
     want, want_counts = pure_jit(pair_logps)(graphdef, state, *(x[0] for x in unpacked[:3]))
-    got, counts = pure_jit(packed_pair_logps)(graphdef, state, *(x[0] for x in packed[:5]))
+    got, counts = pure_jit(packed_pair_logps, static_argnums=6)(
+        graphdef, state, *(x[0] for x in packed[:5]), 8
+    )
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-4)
     np.testing.assert_array_equal(counts, want_counts)
     common = dict(batch_size=4, pad_id=0)
@@ -176,7 +211,8 @@ def test_packed_step_equals_unpacked_step(pairs):
     """The same 8 pairs, packed or not, take the same SGD step (same gradient)."""
     config = DPOConfig(steps=10, batch_size=8, warmup_steps=0)
     graphdef, state, _, batch, _ = _step_inputs(pairs, np.arange(8), 1, config)
-    packed = make_packed_pair_batch(pairs, np.arange(8), None, grad_accum=1, pad_id=0)
+    packed = make_packed_pair_batch(pairs, np.arange(8), None, grad_accum=1, pad_id=0,
+                                    width=256)  # several pairs to a row  # fmt: skip
     packed = packed._replace(ref_logps=np.asarray(batch.ref_logps) - 0.25)  # policy != ref
     batch = batch._replace(ref_logps=np.asarray(batch.ref_logps) - 0.25)
     sgd = optax.sgd(1.0)
@@ -325,3 +361,56 @@ def test_a_crashed_run_resumes_with_the_same_metrics(data_dir, tmp_path, monkeyp
     assert [x["step"] for x in resumed] == [1, 2, 3, 4]  # steps 3-4 replaced, not duplicated
     for key in ("train/loss", "train/rewards/margins", "train/grad_norm"):
         assert [x[key] for x in resumed] == pytest.approx([x[key] for x in full], rel=1e-5)
+
+
+SHARDED_SCRIPT = """
+import functools, json, sys
+import jax, numpy as np, optax
+from flax import nnx
+from trainers.dpo import DPOConfig, dpo_step
+from trainers.model import GPTConfig, init_model
+from trainers.offline_run import pair_batch_sharding
+from trainers.preference_data import (PREFERENCE_KIND, load_feedback_records,
+                                      make_packed_pair_batch, tokenize_pairs)
+from trainers.sharding import make_mesh, put_global, replicated
+from trainers.tokenizer import kinship_tokenizer
+
+assert len(jax.devices()) == 4
+records = load_feedback_records(sys.argv[1], "train", PREFERENCE_KIND)[:8]
+pairs = tokenize_pairs(records, kinship_tokenizer(), 128)
+cfg = GPTConfig(vocab_size=1056, n_positions=128, n_embd=32, n_layer=2, n_head=2)
+graphdef, state = nnx.split(init_model(cfg, 0))
+refs = np.random.default_rng(0).normal(-30, 3, 2 * len(pairs)).astype(np.float32)
+batch = make_packed_pair_batch(pairs, np.arange(8), refs, grad_accum=2, pad_id=0, width=256,
+                               row_multiple=4)
+config = DPOConfig(steps=1, batch_size=4, grad_accum=2, warmup_steps=0)
+sgd = optax.sgd(1.0)
+step = jax.jit(functools.partial(dpo_step, optimizer=sgd, config=config), static_argnums=0)
+out = {}
+for name, mesh in (("single", make_mesh(1, jax.devices()[:1])), ("sharded", make_mesh(1))):
+    placed = jax.device_put(state, replicated(mesh))
+    new, _, metrics = step(graphdef, placed, sgd.init(placed),
+                           put_global(batch, pair_batch_sharding(mesh, packed=True)))
+    out[name] = {"metrics": {k: float(v) for k, v in metrics.items()},
+                 "params": [np.asarray(x).tolist() for x in jax.tree.leaves(new)][:3]}
+print(json.dumps({"rows": batch.tokens.shape[1], **out}))
+"""
+
+
+def test_packed_step_sharded_over_four_devices_equals_one_device(data_dir):
+    """Rows of several packed pairs split over 4 devices: the same loss and SGD step."""
+    repo = Path(__file__).resolve().parents[1]
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4")
+    env["PYTHONPATH"] = str(repo) + os.pathsep + env.get("PYTHONPATH", "")
+    result = subprocess.run(
+        [sys.executable, "-c", SHARDED_SCRIPT, str(data_dir)],
+        capture_output=True, text=True, env=env, cwd=repo, timeout=600,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert report["rows"] % 4 == 0
+    single, sharded = report["single"], report["sharded"]
+    for key, value in single["metrics"].items():
+        assert sharded["metrics"][key] == pytest.approx(value, rel=1e-5, abs=1e-6), key
+    for a, b in zip(single["params"], sharded["params"], strict=True):
+        np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-6)

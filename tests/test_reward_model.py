@@ -63,7 +63,11 @@ def test_packed_rewards_equal_separate_sequences(data_dir):
     unpacked = make_pair_batch(pairs, indices, None, grad_accum=1, pad_id=0, max_length=128)
     packed = make_packed_pair_batch(pairs, indices, None, grad_accum=1, pad_id=0)
     want = pair_rewards(model, unpacked.tokens[0], unpacked.attention_mask[0])
-    got = packed_pair_rewards(model, packed.tokens[0], packed.positions[0], packed.segments[0])
+    got = packed_pair_rewards(model, *(x[0] for x in packed[:3]), packed.last[0])
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+    shared = make_packed_pair_batch(pairs, indices, None, grad_accum=1, pad_id=0, width=256)
+    assert shared.tokens.shape[1] < len(indices)  # several pairs to a row
+    got = packed_pair_rewards(model, *(x[0] for x in shared[:3]), shared.last[0])
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
 
 

@@ -13,6 +13,7 @@ batches of a window are shuffled again. Batch `k` of a run is thus a pure functi
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -84,8 +85,9 @@ class TokenizedSplit:
     def __len__(self) -> int:
         return len(self.tokens)
 
-    @property
+    @functools.cached_property
     def lengths(self) -> np.ndarray:
+        """(len,) int64 sequence lengths (computed once; do not modify)."""
         return np.array([len(t) for t in self.tokens], dtype=np.int64)
 
 

@@ -40,8 +40,7 @@ from trainers.preference_data import (
     PackedPairBatch,
     PairBatch,
     SequencePairs,
-    make_packed_pair_batch,
-    packed_lengths,
+    packed_chunks,
 )
 from trainers.sft import token_losses
 
@@ -165,20 +164,23 @@ def pair_logps(
 
 
 def packed_attention(segments: jax.Array) -> jax.Array:
-    """(B, T) segment ids of packed rows (`PackedPairBatch`) -> (B, T, T) bool: slot i sees
-    slot j when j <= i and j is in the prompt or in i's own completion. Padding queries see
-    the prompt only (their outputs are never read, but stay finite)."""
+    """(B, T) segment ids of packed rows (`PackedPairBatch`: `3 k + part`) -> (B, T, T) bool:
+    slot i sees slot j when j <= i, both belong to the same example, and j is in its prompt
+    or in i's own completion. Padding sees only itself (its outputs are never read, but stay
+    finite)."""
     T = segments.shape[-1]
-    causal = jnp.arange(T)[None, :] <= jnp.arange(T)[:, None]  # (T, T): key j <= query i
+    slots = jnp.arange(T)
+    causal = slots[None, :] <= slots[:, None]  # (T, T): key j <= query i
     query, key = segments[:, :, None], segments[:, None, :]
-    visible = (key == 0) | ((key == query) & (key != PAD_SEGMENT))
-    return causal[None] & visible
+    same_example = (query // 3 == key // 3) & (key != PAD_SEGMENT)
+    visible = same_example & ((key % 3 == 0) | (key == query))
+    return (causal[None] & visible) | (slots[None, :] == slots[:, None])[None]
 
 
 def packed_hidden(
     model: GPT, tokens: jax.Array, positions: jax.Array, segments: jax.Array
 ) -> jax.Array:
-    """(B, T) packed rows -> final hidden states (B, T, C): each slot's state is exactly the
+    """(R, W) packed rows -> final hidden states (R, W, C): each slot's state is exactly the
     one it has in its own unpacked sequence."""
     return model.hidden_states(tokens, positions=positions, attend=packed_attention(segments))
 
@@ -189,25 +191,26 @@ def packed_pair_logps(
     positions: jax.Array,
     segments: jax.Array,
     sources: jax.Array,
-    loss_mask: jax.Array,
+    targets: jax.Array,
+    examples: int,
 ) -> tuple[jax.Array, jax.Array]:
-    """(B, T) packed rows (see `PackedPairBatch`) -> summed completion log-probs (2, B) and
-    token counts (2, B) of the first and second sequences: `pair_logps` of the same pairs,
-    from one forward that runs each prompt once."""
-    logits = model.lm_head(packed_hidden(model, tokens, positions, segments))  # (B, T, V)
-    rows = jnp.arange(tokens.shape[0])[:, None]  # (B, 1)
-    lse = jax.nn.logsumexp(logits, axis=-1)  # (B, T)
-    token_logps = logits[rows, sources, tokens] - lse[rows, sources]  # (B, T)
-    sums = jnp.einsum("sbt,bt->sb", loss_mask, token_logps)
-    return sums, jnp.sum(loss_mask, axis=-1)
+    """(R, W) packed rows of `examples` pairs (see `PackedPairBatch`) -> summed completion
+    log-probs (2, B) and token counts (2, B) of the first and second sequences: `pair_logps`
+    of the same pairs, from one forward that runs each prompt once."""
+    logits = model.lm_head(packed_hidden(model, tokens, positions, segments))  # (R, W, V)
+    rows = jnp.arange(tokens.shape[0])[:, None]  # (R, 1)
+    lse = jax.nn.logsumexp(logits, axis=-1)  # (R, W)
+    token_logps = logits[rows, sources, tokens] - lse[rows, sources]  # (R, W)
+    owner = jax.nn.one_hot(targets, 2 * examples, dtype=token_logps.dtype)  # (R, W, 2B)
+    sums = jnp.einsum("rwk,rw->k", owner, token_logps)
+    return sums.reshape(2, examples), jnp.sum(owner, axis=(0, 1)).reshape(2, examples)
 
 
 def micro_pair_logps(model: GPT, micro: PairBatch | PackedPairBatch) -> tuple[jax.Array, ...]:
     """Summed log-probs (2, B) and counts (2, B) of one micro-batch in either layout."""
     if isinstance(micro, PackedPairBatch):
-        return packed_pair_logps(
-            model, micro.tokens, micro.positions, micro.segments, micro.sources, micro.loss_mask
-        )
+        return packed_pair_logps(model, micro.tokens, micro.positions, micro.segments,
+                                 micro.sources, micro.targets, micro.labels.shape[-1])  # fmt: skip
     return pair_logps(model, micro.tokens, micro.attention_mask, micro.loss_mask)
 
 
@@ -262,14 +265,13 @@ def packed_reference_logps(
     pad_id: int,
 ) -> np.ndarray:
     """`reference_logps` of a split of pairs (`SequencePairs.sequences`: sequence i and i + N
-    share a prompt), computed on packed rows: (len(data),) float32 in the same order."""
+    share a prompt), computed on packed rows of `batch_size` examples (`packed_chunks`: one
+    shape, one compilation): (len(data),) float32 in the same order."""
     pairs = SequencePairs(data, np.ones(len(data) // 2, bool))
-    order = np.argsort(packed_lengths(pairs), kind="stable")
     n = len(pairs)
     out = np.zeros(len(data), np.float32)
     pending = []
-    for chunk, padded in fixed_size_chunks(order, batch_size):
-        batch = make_packed_pair_batch(pairs, padded, None, grad_accum=1, pad_id=pad_id)
+    for batch, chunk in packed_chunks(pairs, None, batch_size, pad_id):
         pending.append((chunk, _packed_reference_forward(graphdef, state, batch)))
     for chunk, sums in pending:  # one host sync at the end, not one per batch
         sums = np.asarray(sums)

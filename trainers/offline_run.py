@@ -53,6 +53,7 @@ from trainers.preference_data import (
     load_feedback_records,
     tokenize_pairs,
 )
+from trainers.runtime import release_host_memory
 from trainers.sft import init_from, learning_rate_schedule, make_optimizer
 from trainers.sharding import (
     BATCH_AXES,
@@ -156,7 +157,7 @@ def prepare_offline(
         if validation is not None:
             splits["validation"] = validation.sequences
         graphdef, state = nnx.split(model)
-        if method.packed:  # reference_batch_size counts sequences: half as many packed rows
+        if method.packed:  # reference_batch_size counts sequences: half as many pairs
             compute = functools.partial(
                 packed_reference_logps, graphdef, state,
                 batch_size=max(config.reference_batch_size // 2, 1), pad_id=tokenizer.pad_token_id,
@@ -167,22 +168,22 @@ def prepare_offline(
                 pad_id=tokenizer.pad_token_id, max_length=cfg.n_positions,
             )  # fmt: skip
         references = cached_reference_logps(run / "reference_logps.npz", splits, compute)
+        release_host_memory()  # the reference programs are done with: lower the training peak
     seconds = time.perf_counter() - start
     return OfflineSetup(tokenizer, cfg, model, mesh, train, validation, references, seconds,
                         Path(data_dir))  # fmt: skip
 
 
 def pair_batch_sharding(mesh: Mesh, packed: bool = False) -> PairBatch | PackedPairBatch:
-    """Shardings of a `PairBatch` (or `PackedPairBatch`): the example axis B split over every
-    device."""
+    """Shardings of a `PairBatch` (or `PackedPairBatch`): the example axis B (and the packed
+    row axis R) split over every device."""
     spec = functools.partial(NamedSharding, mesh)
     if packed:
-        rows = spec(PartitionSpec(None, BATCH_AXES, None))  # (A, B, T)
+        rows = spec(PartitionSpec(None, BATCH_AXES, None))  # (A, R, W): rows split
+        examples = spec(PartitionSpec(None, None, BATCH_AXES))  # (A, 2, B)
         return PackedPairBatch(
-            tokens=rows, positions=rows, segments=rows, sources=rows,
-            loss_mask=spec(PartitionSpec(None, None, BATCH_AXES, None)),
-            ref_logps=spec(PartitionSpec(None, None, BATCH_AXES)),
-            labels=spec(PartitionSpec(None, BATCH_AXES)),
+            tokens=rows, positions=rows, segments=rows, sources=rows, targets=rows,
+            last=examples, ref_logps=examples, labels=spec(PartitionSpec(None, BATCH_AXES)),
         )  # fmt: skip
     return PairBatch(
         tokens=spec(PartitionSpec(None, None, BATCH_AXES, None)),
@@ -290,13 +291,13 @@ def _train_loop(method: Method, config: OfflineConfig, setup: OfflineSetup, plac
         setup.train, setup.references.get("train"), batch_size=config.batch_size,
         grad_accum=config.grad_accum, seed=config.seed, pad_id=pad_id, max_length=max_length,
         length_grouping=config.length_grouping, position=placed.data_position,
-        packed=method.packed,
+        packed=method.packed, steps=config.steps, row_multiple=batch_divisor(setup.mesh),
     )  # fmt: skip
     held_out = []
     if setup.validation is not None and len(setup.validation):
         held_out = eval_pair_batches(setup.validation, setup.references.get("validation"),
-                                     config.batch_size, pad_id, max_length,
-                                     packed=method.packed)  # fmt: skip
+                                     config.batch_size, pad_id, max_length, packed=method.packed,
+                                     row_multiple=batch_divisor(setup.mesh))  # fmt: skip
     sharding = pair_batch_sharding(setup.mesh, method.packed)
     bar = tqdm(total=config.steps, initial=placed.step, unit="step",
                disable=not progress or jax.process_index() != 0)  # fmt: skip

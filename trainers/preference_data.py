@@ -25,6 +25,7 @@ Two step-batch layouts:
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -39,6 +40,7 @@ from trainers.data import (
     epoch_order,
     fixed_size_chunks,
     make_batch,
+    pack_rows,
     read_data_config,
     split_path,
 )
@@ -75,11 +77,17 @@ class SequencePairs:
     def __len__(self) -> int:
         return len(self.labels)
 
-    @property
+    @functools.cached_property
     def lengths(self) -> np.ndarray:
         """(N,) the longer of each example's two sequences (what its padding costs)."""
         lengths = self.sequences.lengths
         return np.maximum(lengths[: len(self)], lengths[len(self) :])
+
+    @functools.cached_property
+    def packed_lengths(self) -> np.ndarray:
+        """(N,) each example's length packed: both sequences minus one copy of the prompt."""
+        lengths, n = self.sequences.lengths, len(self)
+        return lengths[:n] + lengths[n:] - self.sequences.prompt_lengths[:n]
 
 
 def _ids(tokenizer: Any, texts: list[str]) -> list[list[int]]:
@@ -196,16 +204,20 @@ def make_pair_batch(
 
 
 class PackedPairBatch(NamedTuple):
-    """One optimizer step of examples packed one per row: prompt, first completion (with its
-    EOS), second completion (with its EOS), then padding. A micro-batches of B rows.
+    """One optimizer step of examples packed several to a row: A micro-batches of B examples
+    in R rows of W slots. Each example is its prompt once, then its first completion (with its
+    EOS), then its second (with its EOS); examples follow each other in a row, padding ends it.
 
-    tokens:    (A, B, T) int32, right-padded with the pad id
-    positions: (A, B, T) int32 position ids: the second completion continues the prompt's
-               numbering exactly as in its own unpacked sequence
-    segments:  (A, B, T) int32: 0 prompt, 1 first completion, 2 second, 3 padding
-    sources:   (A, B, T) int32 the slot whose logits predict this slot's token: t - 1, except
-               the second completion's first token, predicted from the prompt's last slot
-    loss_mask: (A, 2, B, T) float32, 1 on the first (resp. second) completion and its EOS
+    tokens:    (A, R, W) int32, the pad id on padding
+    positions: (A, R, W) int32 position ids: each completion continues its prompt's numbering,
+               exactly as in its own unpacked sequence
+    segments:  (A, R, W) int32 `3 k + part` for the row's k-th example (part 0 prompt, 1 first
+               completion, 2 second), `PAD_SEGMENT` on padding
+    sources:   (A, R, W) int32 the slot whose logits predict this slot's token: t - 1, except
+               a second completion's first token, predicted from its prompt's last slot
+    targets:   (A, R, W) int32 `s B + b` where the slot's token counts toward sequence s (0
+               first, 1 second) of example b (its completion and EOS), -1 elsewhere
+    last:      (A, 2, B) int32 flat slot (r W + t) of each sequence's last token (the EOS)
     ref_logps: (A, 2, B) float32 reference summed log-probs (zeros when unused)
     labels:    (A, B) bool, as in `PairBatch`
     """
@@ -214,18 +226,40 @@ class PackedPairBatch(NamedTuple):
     positions: np.ndarray
     segments: np.ndarray
     sources: np.ndarray
-    loss_mask: np.ndarray
+    targets: np.ndarray
+    last: np.ndarray
     ref_logps: np.ndarray
     labels: np.ndarray
 
 
-PAD_SEGMENT = 3
+PAD_SEGMENT = -1
 
 
 def packed_lengths(pairs: SequencePairs) -> np.ndarray:
     """(N,) length of each example packed: both sequences minus one copy of the prompt."""
-    lengths, prompts, n = pairs.sequences.lengths, pairs.sequences.prompt_lengths, len(pairs)
-    return lengths[:n] + lengths[n:] - prompts[:n]
+    return pairs.packed_lengths
+
+
+ROW_ALIGN = 8
+
+
+def packed_width(pairs: SequencePairs, align: int = ROW_ALIGN) -> int:
+    """The row width that holds every example of `pairs`: the longest packed example rounded
+    up to `align` slots (shorter examples share rows). Runs use one width throughout, so
+    there is no need to round it further: every slot costs compute, attention's per row."""
+    return -(-int(max(packed_lengths(pairs), default=1)) // align) * align
+
+
+def packed_rows(
+    pairs: SequencePairs, indices: np.ndarray, *, grad_accum: int, width: int
+) -> list[list[list[int]]]:
+    """Per micro-batch, its examples (positions within the micro-batch) grouped into rows of
+    `width` slots by first-fit decreasing (`trainers.data.pack_rows`)."""
+    indices = np.asarray(indices)
+    if len(indices) % grad_accum:
+        raise ValueError(f"{len(indices)} examples do not split into {grad_accum} micro-batches")
+    lengths = packed_lengths(pairs)[indices].reshape(grad_accum, -1)
+    return [pack_rows(micro.tolist(), width) for micro in lengths]
 
 
 def make_packed_pair_batch(
@@ -235,52 +269,60 @@ def make_packed_pair_batch(
     *,
     grad_accum: int,
     pad_id: int,
-    bucket: int = BUCKET,
+    width: int | None = None,
+    rows: int | None = None,
+    row_multiple: int = 1,
 ) -> PackedPairBatch:
     """Pack examples `indices` ((A * B,), in order) into a `PackedPairBatch`; `ref_logps` is
-    (2N,). The width is the longest packed row rounded up to `bucket`; positions stay within
-    each sequence's own length, so the model's context bounds the sequences, not the row."""
+    (2N,). Rows are `width` slots (default `packed_width` of these examples); every
+    micro-batch gets `rows` rows (default: as many as the fullest needs, rounded up to
+    `row_multiple`, the devices the row axis is split over). Positions stay within each
+    sequence's own length, so the model's context bounds the sequences, not the row."""
     data, n = pairs.sequences, len(pairs)
     indices = np.asarray(indices)
-    if len(indices) % grad_accum:
-        raise ValueError(f"{len(indices)} examples do not split into {grad_accum} micro-batches")
-    rows = len(indices)
-    width = -(-int(max(packed_lengths(pairs)[indices])) // bucket) * bucket
-    tokens = np.full((rows, width), pad_id, np.int32)
-    positions = np.zeros((rows, width), np.int32)
-    segments = np.full((rows, width), PAD_SEGMENT, np.int32)
-    sources = np.maximum(np.arange(width, dtype=np.int32) - 1, 0)[None].repeat(rows, axis=0)
-    loss = np.zeros((rows, 2, width), np.float32)
-    for row, i in enumerate(indices):
-        first, second = data.tokens[i], data.tokens[i + n]
-        prompt = int(data.prompt_lengths[i])
-        if prompt < 1 or int(data.prompt_lengths[i + n]) != prompt:
-            raise ValueError(f"example {i}: packing needs one shared, non-empty prompt")
-        end = len(first) + len(second) - prompt
-        tokens[row, : len(first)] = first
-        tokens[row, len(first) : end] = second[prompt:]
-        positions[row, : len(first)] = np.arange(len(first))
-        positions[row, len(first) : end] = np.arange(prompt, len(second))
-        segments[row, :prompt] = 0
-        segments[row, prompt : len(first)] = 1
-        segments[row, len(first) : end] = 2
-        sources[row, len(first)] = prompt - 1
-        loss[row, 0, prompt : len(first)] = 1.0
-        loss[row, 1, len(first) : end] = 1.0
-    shape = (grad_accum, rows // grad_accum, width)
-    grid = indices.reshape(grad_accum, -1)  # (A, B)
-    refs = np.zeros((grad_accum, 2, shape[1]), np.float32)
+    if width is None:
+        width = -(-int(max(packed_lengths(pairs)[indices])) // BUCKET) * BUCKET
+    groups = packed_rows(pairs, indices, grad_accum=grad_accum, width=width)
+    needed = -(-max(len(g) for g in groups) // row_multiple) * row_multiple
+    if rows is None:
+        rows = needed
+    elif rows < needed:
+        raise ValueError(f"these examples need {needed} rows of {width}, not {rows}")
+    A, B = grad_accum, len(indices) // grad_accum
+    tokens = np.full((A, rows, width), pad_id, np.int32)
+    positions = np.zeros((A, rows, width), np.int32)
+    segments = np.full((A, rows, width), PAD_SEGMENT, np.int32)
+    sources = np.broadcast_to(np.maximum(np.arange(width, dtype=np.int32) - 1, 0),
+                              (A, rows, width)).copy()  # fmt: skip
+    targets = np.full((A, rows, width), -1, np.int32)
+    last = np.zeros((A, 2, B), np.int32)
+    for a, group in enumerate(groups):
+        for r, members in enumerate(group):
+            start = 0
+            for k, b in enumerate(members):
+                i = int(indices[a * B + b])
+                first, second = data.tokens[i], data.tokens[i + n]
+                prompt = int(data.prompt_lengths[i])
+                if prompt < 1 or int(data.prompt_lengths[i + n]) != prompt:
+                    raise ValueError(f"example {i}: packing needs one shared, non-empty prompt")
+                mid, end = start + len(first), start + len(first) + len(second) - prompt
+                tokens[a, r, start:mid], tokens[a, r, mid:end] = first, second[prompt:]
+                positions[a, r, start:mid] = np.arange(len(first))
+                positions[a, r, mid:end] = np.arange(prompt, len(second))
+                segments[a, r, start : start + prompt] = 3 * k
+                segments[a, r, start + prompt : mid] = 3 * k + 1
+                segments[a, r, mid:end] = 3 * k + 2
+                sources[a, r, mid] = start + prompt - 1
+                targets[a, r, start + prompt : mid] = b
+                targets[a, r, mid:end] = B + b
+                last[a, :, b] = r * width + mid - 1, r * width + end - 1
+                start = end
+    grid = indices.reshape(A, B)
+    refs = np.zeros((A, 2, B), np.float32)
     if ref_logps is not None:
         refs = np.stack([ref_logps[grid], ref_logps[grid + n]], axis=1).astype(np.float32)
-    return PackedPairBatch(
-        tokens.reshape(shape),
-        positions.reshape(shape),
-        segments.reshape(shape),
-        sources.reshape(shape),
-        loss.reshape(grad_accum, -1, 2, width).transpose(0, 2, 1, 3),
-        refs,
-        pairs.labels[grid],
-    )
+    return PackedPairBatch(tokens, positions, segments, sources, targets, last, refs,
+                           pairs.labels[grid])  # fmt: skip
 
 
 class PairIterator:
@@ -288,7 +330,10 @@ class PairIterator:
 
     The order is `trainers.data.epoch_order` over the examples' pair lengths, so batch k of a
     run is a pure function of (seed, k), exactly as for SFT. `packed` yields
-    `PackedPairBatch`es (the same examples in the same order) instead of `PairBatch`es."""
+    `PackedPairBatch`es (the same examples in the same order) instead of `PairBatch`es, all of
+    one shape so the step compiles once: rows of `packed_width(pairs)` slots, as many per
+    micro-batch as the fullest micro-batch of the run's `steps` needs (of the current epoch
+    when `steps` is None), rounded up to `row_multiple`."""
 
     def __init__(
         self,
@@ -303,6 +348,8 @@ class PairIterator:
         length_grouping: int = 1,
         position: int = 0,
         packed: bool = False,
+        steps: int | None = None,
+        row_multiple: int = 1,
     ) -> None:
         self.pairs, self.ref_logps, self.packed = pairs, ref_logps, packed
         self.examples = batch_size * grad_accum
@@ -316,23 +363,40 @@ class PairIterator:
             )
         self._lengths = pairs.lengths  # both layouts: the same examples at every step
         self._epoch, self._order = -1, np.empty((0, 0), np.int64)
+        self.row_multiple, self._rows_by_epoch = row_multiple, {}
+        self.width, self.rows = 0, 0
+        if packed:
+            self.width = packed_width(pairs)
+            if steps is not None:
+                epochs = range(max(-(-steps // self.steps_per_epoch), 1))
+                self.rows = max(self._epoch_rows(epoch) for epoch in epochs)
+
+    def _order_of(self, epoch: int) -> np.ndarray:
+        return epoch_order(self._lengths, self.examples, self.seed, epoch, self.length_grouping)
+
+    def _epoch_rows(self, epoch: int) -> int:
+        """Rows the fullest micro-batch of `epoch` needs, rounded up to `row_multiple`."""
+        if epoch not in self._rows_by_epoch:
+            lengths = packed_lengths(self.pairs)[self._order_of(epoch)]
+            micro = lengths.reshape(-1, self.examples // self.grad_accum).tolist()
+            most = max(len(pack_rows(m, self.width)) for m in micro)
+            self._rows_by_epoch[epoch] = -(-most // self.row_multiple) * self.row_multiple
+        return self._rows_by_epoch[epoch]
 
     def indices(self, step: int) -> np.ndarray:
         """(batch_size * grad_accum,) example indices of step `step` of the run."""
         epoch, within = divmod(step, self.steps_per_epoch)
         if epoch != self._epoch:
-            self._order = epoch_order(
-                self._lengths, self.examples, self.seed, epoch, self.length_grouping
-            )
-            self._epoch = epoch
+            self._order, self._epoch = self._order_of(epoch), epoch
         return self._order[within]
 
     def __next__(self) -> PairBatch | PackedPairBatch:
         indices = self.indices(self.position)
         if self.packed:
+            rows = max(self.rows, self._epoch_rows(self._epoch))
             batch: PairBatch | PackedPairBatch = make_packed_pair_batch(
                 self.pairs, indices, self.ref_logps, grad_accum=self.grad_accum,
-                pad_id=self.pad_id,
+                pad_id=self.pad_id, width=self.width, rows=rows,
             )  # fmt: skip
         else:
             batch = make_pair_batch(
@@ -343,22 +407,39 @@ class PairIterator:
         return batch
 
 
+def packed_chunks(
+    pairs: SequencePairs, ref_logps: np.ndarray | None, batch_size: int, pad_id: int,
+    row_multiple: int = 1,
+) -> list[tuple[PackedPairBatch, np.ndarray]]:  # fmt: skip
+    """Every example once, in `PackedPairBatch`es of `batch_size` examples (one micro-batch)
+    and one shape, each with its example indices (the last batch is filled up with copies of
+    its first example). Examples go in a fixed shuffled order, so every batch mixes long and
+    short ones and packs about as tightly as the average."""
+    order = np.random.default_rng(0).permutation(len(pairs))
+    chunks = list(fixed_size_chunks(order, batch_size))
+    width = packed_width(pairs)
+    rows = max(
+        len(packed_rows(pairs, filled, grad_accum=1, width=width)[0]) for _, filled in chunks
+    )
+    rows = -(-rows // row_multiple) * row_multiple
+    pack = functools.partial(make_packed_pair_batch, pairs, ref_logps=ref_logps, grad_accum=1,
+                             pad_id=pad_id, width=width, rows=rows)  # fmt: skip
+    return [(pack(filled), chunk) for chunk, filled in chunks]
+
+
 def eval_pair_batches(
     pairs: SequencePairs, ref_logps: np.ndarray | None, batch_size: int, pad_id: int,
-    max_length: int, packed: bool = False,
+    max_length: int, packed: bool = False, row_multiple: int = 1,
 ) -> list[tuple[PairBatch | PackedPairBatch, int]]:  # fmt: skip
-    """Every example once, as (1, 2, batch_size, T) batches (`packed`: (1, batch_size, T)
-    `PackedPairBatch`es) sorted by length, each with its count of real examples (the last
-    batch is filled up with copies of its first example)."""
-    order = np.argsort(packed_lengths(pairs) if packed else pairs.lengths, kind="stable")
+    """Every example once, as (1, 2, batch_size, T) batches sorted by length (`packed`: the
+    `packed_chunks`), each with its count of real examples (the last batch is filled up with
+    copies of its first example)."""
+    if packed:
+        chunks = packed_chunks(pairs, ref_logps, batch_size, pad_id, row_multiple)
+        return [(batch, len(chunk)) for batch, chunk in chunks]
     out: list[tuple[PairBatch | PackedPairBatch, int]] = []
-    for chunk, filled in fixed_size_chunks(order, batch_size):
-        if packed:
-            batch: PairBatch | PackedPairBatch = make_packed_pair_batch(
-                pairs, filled, ref_logps, grad_accum=1, pad_id=pad_id
-            )
-        else:
-            batch = make_pair_batch(pairs, filled, ref_logps, grad_accum=1, pad_id=pad_id,
-                                    max_length=max_length)  # fmt: skip
+    for chunk, filled in fixed_size_chunks(np.argsort(pairs.lengths, kind="stable"), batch_size):
+        batch = make_pair_batch(pairs, filled, ref_logps, grad_accum=1, pad_id=pad_id,
+                                max_length=max_length)  # fmt: skip
         out.append((batch, len(chunk)))
     return out

@@ -101,14 +101,13 @@ def pair_rewards(model: GPT, tokens: jax.Array, attention_mask: jax.Array) -> ja
 
 
 def packed_pair_rewards(
-    model: GPT, tokens: jax.Array, positions: jax.Array, segments: jax.Array
+    model: GPT, tokens: jax.Array, positions: jax.Array, segments: jax.Array, last: jax.Array
 ) -> jax.Array:
-    """(B, T) packed rows (`PackedPairBatch`) -> (2, B) rewards at the last token (the EOS)
-    of the first and second completions: `pair_rewards` of the same pairs."""
-    values = model.value(packed_hidden(model, tokens, positions, segments))  # (B, T)
-    slots = jnp.arange(tokens.shape[-1])
-    last = jnp.stack([jnp.max(jnp.where(segments == s, slots, -1), axis=-1) for s in (1, 2)])
-    return jnp.take_along_axis(values[None], last[..., None], axis=-1)[..., 0]  # (2, B)
+    """(R, W) packed rows (`PackedPairBatch`) -> (2, B) rewards at the last token (the EOS,
+    flat slot `last` (2, B)) of each first and second completion: `pair_rewards` of the same
+    pairs."""
+    values = model.value(packed_hidden(model, tokens, positions, segments))  # (R, W)
+    return values.reshape(-1)[last]
 
 
 def reward_example_loss(
@@ -116,7 +115,9 @@ def reward_example_loss(
 ) -> tuple[jax.Array, Metrics]:
     """Bradley-Terry loss (B,) and its metrics for one micro-batch (either layout)."""
     if isinstance(micro, PackedPairBatch):
-        rewards = packed_pair_rewards(model, micro.tokens, micro.positions, micro.segments)
+        rewards = packed_pair_rewards(
+            model, micro.tokens, micro.positions, micro.segments, micro.last
+        )
     else:
         rewards = pair_rewards(model, micro.tokens, micro.attention_mask)
     return bradley_terry_loss(rewards[0], rewards[1])

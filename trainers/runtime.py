@@ -15,18 +15,32 @@ second run (or a resumed one, or `kinrl eval` after `kinrl train`) starts at onc
 Where: `$KINRL_COMPILATION_CACHE` if set (`off`, `0` or empty disables it), else
 `$XDG_CACHE_HOME/kinrl/jax` (`~/.cache/kinrl/jax`). JAX's own `JAX_COMPILATION_CACHE_DIR`, when
 set, wins. The cache is trusted code: keep it in a folder only you can write to.
+
+Host memory (`limit_malloc_arenas`, `release_host_memory`): glibc gives each thread that
+allocates under contention its own heap arena (up to 8 per core), and XLA's compiler and
+runtime threads spread their short-lived buffers over them, so freed memory piles up in
+arenas the process never gives back. Two arenas cut a DPO run's peak resident memory by about
+a quarter on this project's machine at no measured cost in speed. `$KINRL_MALLOC_ARENAS`
+overrides the count (`0`: glibc's default).
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import ctypes.util
+import gc
 import os
+import sys
 from pathlib import Path
 
 import jax
 
 CACHE_ENV = "KINRL_COMPILATION_CACHE"
 CPU_DEVICES_ENV = "KINRL_CPU_DEVICES"
+ARENAS_ENV = "KINRL_MALLOC_ARENAS"
+DEFAULT_ARENAS = 2
+_M_ARENA_MAX = -8  # glibc's mallopt parameter number
 MAX_HOST_DEVICES = 8
 _OFF = {"", "0", "off", "false", "no"}
 
@@ -82,3 +96,41 @@ def use_host_devices(count: int | None = None) -> int:
     with contextlib.suppress(RuntimeError):  # backends already up: keep what they have
         jax.config.update("jax_num_cpu_devices", count)
     return jax.device_count("cpu")
+
+
+def _glibc() -> ctypes.CDLL | None:
+    """The C library if it is glibc (the only one with `mallopt(M_ARENA_MAX)`/`malloc_trim`)."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        libc.gnu_get_libc_version  # noqa: B018 (absent from musl and others)
+    except (OSError, AttributeError):
+        return None
+    return libc
+
+
+def limit_malloc_arenas(count: int | None = None) -> int | None:
+    """Cap glibc's malloc arenas at `count` (default `$KINRL_MALLOC_ARENAS`, else 2; 0 leaves
+    glibc's default). Call it before JAX starts its threads. Returns the cap set, or None
+    where nothing changed (not glibc, or 0)."""
+    if count is None:
+        value = os.environ.get(ARENAS_ENV, "").strip()
+        if value and not value.isdigit():
+            raise ValueError(f"{ARENAS_ENV} must be a non-negative integer, got {value!r}")
+        count = int(value) if value else DEFAULT_ARENAS
+    libc = _glibc()
+    if count <= 0 or libc is None:
+        return None
+    return count if libc.mallopt(_M_ARENA_MAX, count) == 1 else None
+
+
+def release_host_memory() -> None:
+    """After a one-off phase (e.g. the reference pass): drop every compiled program and JAX's
+    tracing caches, then hand the freed heap back to the system (glibc's `malloc_trim`). Later
+    calls of any jitted function compile again (or load from the compilation cache)."""
+    jax.clear_caches()
+    gc.collect()
+    libc = _glibc()
+    if libc is not None:
+        libc.malloc_trim(0)
