@@ -98,3 +98,40 @@ def test_rows_split_over_host_devices_sample_the_same_tokens():
     single, single_devices, split, split_devices = json.loads(lines[-1])
     assert (single_devices, split_devices) == (1, 2)
     assert split == single  # greedy tokens and lengths, and seeded samples, row for row
+
+
+def test_compiled_per_shape_compiles_once_per_batch_shape_and_matches_jit():
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    from trainers.runtime import CompiledPerShape
+
+    def step(scale, state, batch):
+        return state + scale * jnp.sum(batch["x"], axis=0), jnp.mean(batch["x"])
+
+    jitted = jax.jit(step, static_argnums=0, donate_argnums=1)
+    compiled = CompiledPerShape(jitted)
+    state = jnp.zeros(3)
+    for rows in (4, 4, 8, 4):
+        batch = {"x": np.arange(rows * 3, dtype=np.float32).reshape(rows, 3)}
+        want = step(2.0, state, batch)
+        state, mean = compiled(2.0, state, batch)
+        np.testing.assert_allclose(state, want[0])
+        np.testing.assert_allclose(mean, want[1])
+    assert len(compiled) == 2  # shapes (4, 3) and (8, 3)
+    compiled(3.0, state, batch)  # another static argument: another program
+    assert len(compiled) == 3
+
+
+def test_malloc_arena_limit_reads_the_environment(monkeypatch):
+    import pytest
+
+    from trainers.runtime import ARENAS_ENV, limit_malloc_arenas
+
+    monkeypatch.setenv(ARENAS_ENV, "two")
+    with pytest.raises(ValueError, match=ARENAS_ENV):
+        limit_malloc_arenas()
+    monkeypatch.setenv(ARENAS_ENV, "0")
+    assert limit_malloc_arenas() is None  # glibc's default left alone
+    assert limit_malloc_arenas(2) in (2, None)  # None where the C library is not glibc

@@ -53,7 +53,7 @@ from trainers.preference_data import (
     load_feedback_records,
     tokenize_pairs,
 )
-from trainers.runtime import release_host_memory
+from trainers.runtime import CompiledPerShape, release_host_memory
 from trainers.sft import init_from, learning_rate_schedule, make_optimizer
 from trainers.sharding import (
     BATCH_AXES,
@@ -222,11 +222,13 @@ def place(method: Method, config: OfflineConfig, model: GPT, mesh: Mesh,
             abstract_with_shardings(abstract_opt, opt_sh),
         )  # fmt: skip
         position = meta["data_position"]
-    train_step = jax.jit(
+    train_step = CompiledPerShape(jax.jit(
         functools.partial(method.step, optimizer=optimizer), static_argnums=0,
         donate_argnums=(1, 2), out_shardings=(state_sh, opt_sh, replicated(mesh)),
-    )  # fmt: skip
-    eval_step = jax.jit(method.eval_step, static_argnums=0, out_shardings=replicated(mesh))
+    ))  # fmt: skip
+    eval_step = CompiledPerShape(
+        jax.jit(method.eval_step, static_argnums=0, out_shardings=replicated(mesh))
+    )
     return _Placed(graphdef, state, opt_state, step or 0, position, train_step, eval_step)
 
 

@@ -33,6 +33,7 @@ import gc
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 import jax
 
@@ -125,12 +126,46 @@ def limit_malloc_arenas(count: int | None = None) -> int | None:
     return count if libc.mallopt(_M_ARENA_MAX, count) == 1 else None
 
 
+def trim_host_memory() -> None:
+    """Hand the heap's free memory back to the system (glibc's `malloc_trim`; else nothing)."""
+    libc = _glibc()
+    if libc is not None:
+        libc.malloc_trim(0)
+
+
 def release_host_memory() -> None:
     """After a one-off phase (e.g. the reference pass): drop every compiled program and JAX's
     tracing caches, then hand the freed heap back to the system (glibc's `malloc_trim`). Later
     calls of any jitted function compile again (or load from the compilation cache)."""
     jax.clear_caches()
     gc.collect()
-    libc = _glibc()
-    if libc is not None:
-        libc.malloc_trim(0)
+    trim_host_memory()
+
+
+class CompiledPerShape:
+    """A jitted step `jitted(static, *args)` compiled ahead of time, once per shape of its last
+    argument (the batch), with the compiler's freed memory handed back to the system before
+    the program first runs.
+
+    XLA's compiler frees hundreds of MB when it is done, but scattered over the heap, and the
+    first run's buffers then land above it: compiling and trimming before that run cut a DPO
+    run's peak resident memory by about 120 MB on this project's machine. The other arguments
+    (the run's state) must keep their shapes and shardings from call to call."""
+
+    def __init__(self, jitted: Any) -> None:
+        self._jitted = jitted
+        self._compiled: dict[tuple, tuple[Any, Any]] = {}
+
+    def __call__(self, static: Any, *args: Any) -> Any:
+        leaves = jax.tree.leaves(args[-1])
+        key = (id(static), tuple((leaf.shape, leaf.dtype) for leaf in leaves))
+        entry = self._compiled.get(key)
+        if entry is None or entry[0] is not static:  # the stored ref keeps ids unique
+            entry = (static, self._jitted.lower(static, *args).compile())
+            self._compiled[key] = entry
+            trim_host_memory()
+        return entry[1](*args)
+
+    def __len__(self) -> int:
+        """Number of programs compiled so far."""
+        return len(self._compiled)

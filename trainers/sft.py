@@ -64,6 +64,7 @@ from trainers.model import (
     segment_attention,
     segment_positions,
 )
+from trainers.runtime import CompiledPerShape
 from trainers.sharding import (
     batch_divisor,
     batch_sharding,
@@ -373,13 +374,15 @@ def place(config: SFTConfig, model: GPT, checkpoints: Checkpoints, mesh: Mesh) -
             abstract_with_shardings(abstract_opt, opt_sh),
         )
         position = meta["data_position"]
-    step_fn = jax.jit(
-        functools.partial(train_step, optimizer=optimizer),
-        static_argnums=0,
-        donate_argnums=(1, 2),
-        out_shardings=(state_sh, opt_sh, replicated(mesh)),
+    step_fn = CompiledPerShape(
+        jax.jit(
+            functools.partial(train_step, optimizer=optimizer),
+            static_argnums=0,
+            donate_argnums=(1, 2),
+            out_shardings=(state_sh, opt_sh, replicated(mesh)),
+        )
     )
-    eval_fn = jax.jit(eval_step, static_argnums=0, out_shardings=replicated(mesh))
+    eval_fn = CompiledPerShape(jax.jit(eval_step, static_argnums=0, out_shardings=replicated(mesh)))
     return _Placed(graphdef, state, opt_state, step or 0, position, step_fn, eval_fn,
                    batch_sharding(mesh))  # fmt: skip
 
