@@ -97,7 +97,10 @@ class OfflineConfig:
     weight_decay: float = documented("AdamW weight decay on matrices, >= 0", default=0.0)
     clip_norm: float = documented("clip gradients to this global norm, > 0", default=1.0)
     bf16: bool = documented("compute in bfloat16 (weights stay float32)", default=False)
-    remat: bool = documented("recompute block activations in the backward pass", default=False)
+    remat: bool = documented(
+        "recompute block activations in the backward pass (GPU/TPU; no effect on XLA:CPU)",
+        default=False,
+    )
     seed: int = documented("seed of new weights and of the data order, >= 0", default=0)
     log_interval: int = documented("steps between metric fetches, >= 1", default=10)
     eval_interval: int = documented("steps between held-out evaluations (0 = end)", default=100)

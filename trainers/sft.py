@@ -102,7 +102,10 @@ class SFTConfig:
     )
     clip_norm: float = _doc("clip gradients to this global norm, > 0", default=1.0)
     bf16: bool = _doc("compute in bfloat16 (weights and optimizer stay float32)", default=False)
-    remat: bool = _doc("recompute block activations in the backward pass", default=False)
+    remat: bool = _doc(
+        "recompute block activations in the backward pass (GPU/TPU; no effect on XLA:CPU)",
+        default=False,
+    )
     seed: int = _doc("seed of the initial weights and the data order, >= 0", default=0)
     log_interval: int = _doc("steps between metric fetches (lines are per step), >= 1", default=10)
     eval_interval: int = _doc("steps between validation losses (0 = at the end only)", default=1000)
