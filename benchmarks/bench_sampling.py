@@ -6,7 +6,8 @@ Not a test. Needs torch (CPU) besides the project's dependencies:
 
 Builds a random `--preset` GPT, exports it with `to_hf`, loads that folder into
 `transformers.GPT2LMHeadModel`, and times greedy decoding of the same left-padded batch with
-both (our sampler after a warm-up compile; each timed over `--runs` runs, best and median).
+both (our sampler after a warm-up compile; `--runs` runs each, interleaved; best and median,
+and the median ratio of back-to-back pairs).
 No EOS: every row generates exactly `--new` tokens in both. Prints one JSON object, including
 the fraction of greedy tokens on which the two implementations agree.
 """
@@ -31,12 +32,17 @@ from trainers.runtime import use_host_devices
 from trainers.sampling import generate, shard_rows
 
 
-def timed(fn: Callable[[], object], runs: int) -> list[float]:
-    times = []
+def timed_pairs(
+    ours: Callable[[], object], theirs: Callable[[], object], runs: int
+) -> tuple[list[float], list[float]]:
+    """Seconds per run of each, interleaved (ours, theirs, ours, ...) so a drift in the
+    machine's speed (this VM's varies by tens of % from minute to minute) hits both alike."""
+    times: tuple[list[float], list[float]] = ([], [])
     for _ in range(runs):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
+        for fn, out in ((ours, times[0]), (theirs, times[1])):
+            start = time.perf_counter()
+            fn()
+            out.append(time.perf_counter() - start)
     return times
 
 
@@ -118,7 +124,7 @@ def main() -> None:
     compile_s = time.perf_counter() - start
     their_tokens = theirs()  # warm-up for torch too
     assert their_tokens.shape == our_tokens.shape, (their_tokens.shape, our_tokens.shape)
-    ours_t, theirs_t = timed(ours, args.runs), timed(theirs, args.runs)
+    ours_t, theirs_t = timed_pairs(ours, theirs, args.runs)
     n_tokens = args.batch * args.new
     result = {
         "model": args.preset,
@@ -138,6 +144,9 @@ def main() -> None:
         "hf_tokens_per_s_median": round(n_tokens / statistics.median(theirs_t), 1),
         "ratio_median": round(statistics.median(theirs_t) / statistics.median(ours_t), 2),
         "ratio_best": round(min(theirs_t) / min(ours_t), 2),
+        "ratio_median_of_pairs": round(
+            statistics.median(t / o for o, t in zip(ours_t, theirs_t, strict=True)), 2
+        ),
         "greedy_token_agreement": float((our_tokens == their_tokens).mean()),
     }
     print(json.dumps(result, indent=2))
