@@ -53,6 +53,7 @@ import argparse
 import json
 import os
 import resource
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -208,33 +209,47 @@ def main() -> None:
     parser.add_argument("--unpacked", action="store_true",
                         help="ours without prefix sharing")  # fmt: skip
     parser.add_argument("--data", type=Path, help="a preference folder (default: generated)")
+    parser.add_argument("--repeats", type=int, default=1,
+                        help="rounds of (ours cold cache, TRL, ours warm cache); ratios are "
+                        "medians over rounds, each against the TRL run beside it")  # fmt: skip
     parser.add_argument("--worker", choices=("ours", "trl"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
         result = run_ours(args) if args.worker == "ours" else run_trl(args)
         print(json.dumps(result))
         return
+    runs = []
     with tempfile.TemporaryDirectory() as tmp:
         if args.data is None:
             args.data = Path(tmp) / "pairs"
             make_data(args.data, args.pairs or args.steps * args.batch)
-        cache = Path(tmp) / "compilation-cache"  # empty: the first run compiles everything
-        ours = child("ours", args, cache)
-        warm = child("ours", args, cache)  # a second seed of a sweep: nothing to compile
-        trl = child("trl", args)
+        for repeat in range(args.repeats):  # ours cold, TRL, ours warm: neighbours compared
+            cache = Path(tmp) / f"compilation-cache-{repeat}"  # empty: compiles everything
+            ours = child("ours", args, cache)
+            trl = child("trl", args)
+            warm = child("ours", args, cache)  # a second seed of a sweep: nothing to compile
+            runs.append({"ours_cold_cache": ours, "trl": trl, "ours_warm_cache": warm})
     ratios = {}
-    for name, run in (("cold", ours), ("warm", warm)):
+    for name in ("cold", "warm"):
+        per_repeat = [
+            {
+                "speedup_pairs_per_s": run[f"ours_{name}_cache"]["pairs_per_s"]
+                / run["trl"]["pairs_per_s"],
+                "speedup_with_reference": run[f"ours_{name}_cache"]["pairs_per_s_with_reference"]
+                / run["trl"]["pairs_per_s"],
+                "memory_ratio_trl_over_ours": run["trl"]["peak_rss_mb"]
+                / run[f"ours_{name}_cache"]["peak_rss_mb"],
+            }
+            for run in runs
+        ]
         ratios[name] = {
-            "speedup_pairs_per_s": round(run["pairs_per_s"] / trl["pairs_per_s"], 2),
-            "speedup_with_reference": round(run["pairs_per_s_with_reference"]
-                                            / trl["pairs_per_s"], 2),
-            "memory_ratio_trl_over_ours": round(trl["peak_rss_mb"] / run["peak_rss_mb"], 2),
-        }  # fmt: skip
+            key: round(statistics.median(r[key] for r in per_repeat), 2) for key in per_repeat[0]
+        }
     print(json.dumps({
         "config": {**ARCH, "batch_pairs": args.batch, "steps": args.steps,
                    "max_length": args.max_length, "trl_precompute": args.trl_precompute,
-                   "torch_threads": args.torch_threads},
-        "ours_cold_cache": ours, "ours_warm_cache": warm, "trl": trl, "ratios": ratios,
+                   "torch_threads": args.torch_threads, "repeats": args.repeats},
+        "runs": runs, "median_ratios": ratios,
     }, indent=2))  # fmt: skip
 
 
