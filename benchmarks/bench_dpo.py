@@ -91,7 +91,7 @@ def run_ours(args: argparse.Namespace) -> dict:
     from trainers.model import count_params
     from trainers.offline_run import pair_batch_sharding, place, prepare_offline
     from trainers.preference_data import PairIterator
-    from trainers.sharding import put_global
+    from trainers.sharding import batch_divisor, put_global
 
     config = DPOConfig(steps=args.steps, batch_size=args.batch, learning_rate=args.lr,
                        warmup_steps=0, beta=0.1, length_grouping=1,
@@ -104,7 +104,7 @@ def run_ours(args: argparse.Namespace) -> dict:
     iterator = PairIterator(setup.train, setup.references["train"], batch_size=args.batch,
                             grad_accum=1, seed=0, pad_id=setup.tokenizer.pad_token_id,
                             max_length=args.max_length, packed=config.pack_pairs,
-                            steps=args.steps)  # fmt: skip
+                            steps=args.steps, row_multiple=batch_divisor(setup.mesh))  # fmt: skip
     sharding = pair_batch_sharding(setup.mesh, config.pack_pairs)
     state, opt_state = placed.state, placed.opt_state
     start = time.perf_counter()

@@ -39,11 +39,13 @@ from trainers.offline_run import prepare_offline
 from trainers.preference_data import (
     PAD_SEGMENT,
     PREFERENCE_KIND,
+    PairIterator,
     SequencePairs,
     load_feedback_records,
     make_packed_pair_batch,
     make_pair_batch,
     packed_lengths,
+    packed_width,
     tokenize_pairs,
 )
 from trainers.sft import make_optimizer
@@ -414,3 +416,22 @@ def test_packed_step_sharded_over_four_devices_equals_one_device(data_dir):
         assert sharded["metrics"][key] == pytest.approx(value, rel=1e-5, abs=1e-6), key
     for a, b in zip(single["params"], sharded["params"], strict=True):
         np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-6)
+
+
+def test_packed_iterator_has_one_shape_for_the_whole_run(pairs):
+    """Every step of a packed run has one (A, R, W) shape, R the fullest micro-batch's need
+    rounded to the row multiple; length grouping (sorted windows) is not applied to packed
+    pairs, whose rows pack tighter with mixed lengths."""
+    common = dict(batch_size=8, grad_accum=2, seed=0, pad_id=0, max_length=128, packed=True)
+    grouped = PairIterator(pairs, None, length_grouping=8, steps=40, row_multiple=2, **common)
+    plain = PairIterator(pairs, None, length_grouping=1, steps=40, row_multiple=2, **common)
+    assert grouped.rows == plain.rows and grouped.rows % 2 == 0 and grouped.rows <= 8
+    shapes = {next(grouped).tokens.shape for _ in range(40)}
+    assert shapes == {(2, grouped.rows, packed_width(pairs))}
+
+
+def test_packed_reference_of_an_empty_split(tmp_path):
+    graphdef, state = nnx.split(init_model(TINY, 0))
+    empty = TokenizedSplit((), np.zeros(0, np.int64))
+    out = packed_reference_logps(graphdef, state, empty, batch_size=4, pad_id=0)
+    assert out.shape == (0,)

@@ -107,7 +107,11 @@ class OfflineConfig:
     eval_examples: int = documented("held-out examples evaluated, >= 1", default=512)
     save_interval: int = documented("steps between checkpoints (and the last)", default=500)
     keep_checkpoints: int = documented("checkpoints kept on disk, >= 1", default=2)
-    length_grouping: int = documented("batches per length-sorted window, >= 1", default=8)
+    length_grouping: int = documented(
+        "batches per length-sorted window, >= 1 (unpacked layouts; packed pairs are plainly "
+        "shuffled: rows of mixed lengths pack tighter)",
+        default=8,
+    )
     reference_batch_size: int = documented("sequences per reference forward, >= 1", default=64)
     fsdp_devices: int = documented("devices on the mesh's fsdp axis, >= 1", default=1)
     shard_params: bool = documented("FSDP: shard parameters and optimizer state", default=False)
@@ -167,7 +171,7 @@ def pair_logps(
 
 
 def packed_attention(segments: jax.Array) -> jax.Array:
-    """(B, T) segment ids of packed rows (`PackedPairBatch`: `3 k + part`) -> (B, T, T) bool:
+    """(R, W) segment ids of packed rows (`PackedPairBatch`: `3 k + part`) -> (R, W, W) bool:
     slot i sees slot j when j <= i, both belong to the same example, and j is in its prompt
     or in i's own completion. Padding sees only itself (its outputs are never read, but stay
     finite)."""

@@ -15,12 +15,13 @@ Two step-batch layouts:
 
 * `PairBatch` (A, 2, B, T): A micro-batches, first/second sequence, B examples; the trainers
   reshape (2, B, T) -> (2B, T) so both sequences go through the model in one call (KTO).
-* `PackedPairBatch` (A, B, T): each row is the shared prompt once, then the first completion,
-  then the second, with positions restarting after the prompt and an attention mask that
-  keeps the two completions from seeing each other (prefix sharing). The log-probs are those
-  of the two separate sequences, but the prompt goes through the model once and neither
-  completion is padded to the other's length: about half the token slots of `PairBatch` on
-  kinship pairs. The reward model and the DPO family use it.
+* `PackedPairBatch` (A, R, W): each example is its shared prompt once, then the first
+  completion, then the second (whose positions continue the prompt's, as in its own
+  sequence), and several examples share a row (first-fit decreasing), with an attention
+  mask that keeps the examples, and the two completions of one, from seeing each other
+  (prefix sharing). The log-probs are those of the two separate sequences, but the prompt
+  goes through the model once and nothing is padded to another sequence's length. The
+  reward model and the DPO family use it.
 """
 
 from __future__ import annotations
@@ -274,7 +275,8 @@ def make_packed_pair_batch(
     row_multiple: int = 1,
 ) -> PackedPairBatch:
     """Pack examples `indices` ((A * B,), in order) into a `PackedPairBatch`; `ref_logps` is
-    (2N,). Rows are `width` slots (default `packed_width` of these examples); every
+    (2N,). Rows are `width` slots (default: the longest of these examples rounded up to
+    `BUCKET`; runs pass `packed_width` of the whole split); every
     micro-batch gets `rows` rows (default: as many as the fullest needs, rounded up to
     `row_multiple`, the devices the row axis is split over). Positions stay within each
     sequence's own length, so the model's context bounds the sequences, not the row."""
@@ -354,6 +356,9 @@ class PairIterator:
         self.pairs, self.ref_logps, self.packed = pairs, ref_logps, packed
         self.examples = batch_size * grad_accum
         self.grad_accum, self.seed, self.pad_id = grad_accum, seed, pad_id
+        # Packed rows pack tightest when every step mixes long and short pairs, and the row
+        # count is set by the run's fullest step: length-sorted windows would make it B.
+        length_grouping = 1 if packed else length_grouping
         self.max_length, self.length_grouping, self.position = max_length, length_grouping, position
         self.steps_per_epoch = len(pairs) // self.examples
         if self.steps_per_epoch == 0:
@@ -378,8 +383,12 @@ class PairIterator:
         """Rows the fullest micro-batch of `epoch` needs, rounded up to `row_multiple`."""
         if epoch not in self._rows_by_epoch:
             lengths = packed_lengths(self.pairs)[self._order_of(epoch)]
-            micro = lengths.reshape(-1, self.examples // self.grad_accum).tolist()
-            most = max(len(pack_rows(m, self.width)) for m in micro)
+            per_micro = self.examples // self.grad_accum
+            most = 0
+            for micro in lengths.reshape(-1, per_micro).tolist():
+                most = max(most, len(pack_rows(micro, self.width)))
+                if most == per_micro:  # one pair per row: no micro-batch can need more
+                    break
             self._rows_by_epoch[epoch] = -(-most // self.row_multiple) * self.row_multiple
         return self._rows_by_epoch[epoch]
 
@@ -415,6 +424,8 @@ def packed_chunks(
     and one shape, each with its example indices (the last batch is filled up with copies of
     its first example). Examples go in a fixed shuffled order, so every batch mixes long and
     short ones and packs about as tightly as the average."""
+    if len(pairs) == 0:
+        return []
     order = np.random.default_rng(0).permutation(len(pairs))
     chunks = list(fixed_size_chunks(order, batch_size))
     width = packed_width(pairs)

@@ -29,6 +29,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import ctypes.util
+import functools
 import gc
 import os
 import sys
@@ -41,6 +42,7 @@ CACHE_ENV = "KINRL_COMPILATION_CACHE"
 CPU_DEVICES_ENV = "KINRL_CPU_DEVICES"
 ARENAS_ENV = "KINRL_MALLOC_ARENAS"
 DEFAULT_ARENAS = 2
+MAX_ARENAS = 1024
 _M_ARENA_MAX = -8  # glibc's mallopt parameter number
 MAX_HOST_DEVICES = 8
 _OFF = {"", "0", "off", "false", "no"}
@@ -99,6 +101,7 @@ def use_host_devices(count: int | None = None) -> int:
     return jax.device_count("cpu")
 
 
+@functools.cache
 def _glibc() -> ctypes.CDLL | None:
     """The C library if it is glibc (the only one with `mallopt(M_ARENA_MAX)`/`malloc_trim`)."""
     if not sys.platform.startswith("linux"):
@@ -108,6 +111,8 @@ def _glibc() -> ctypes.CDLL | None:
         libc.gnu_get_libc_version  # noqa: B018 (absent from musl and others)
     except (OSError, AttributeError):
         return None
+    libc.mallopt.argtypes, libc.mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
+    libc.malloc_trim.argtypes, libc.malloc_trim.restype = [ctypes.c_size_t], ctypes.c_int
     return libc
 
 
@@ -117,11 +122,11 @@ def limit_malloc_arenas(count: int | None = None) -> int | None:
     where nothing changed (not glibc, or 0)."""
     if count is None:
         value = os.environ.get(ARENAS_ENV, "").strip()
-        if value and not value.isdigit():
-            raise ValueError(f"{ARENAS_ENV} must be a non-negative integer, got {value!r}")
+        if value and not (value.isdigit() and int(value) <= MAX_ARENAS):
+            raise ValueError(f"{ARENAS_ENV} must be an integer in 0..{MAX_ARENAS}, got {value!r}")
         count = int(value) if value else DEFAULT_ARENAS
     libc = _glibc()
-    if count <= 0 or libc is None:
+    if not 0 < count <= MAX_ARENAS or libc is None:
         return None
     return count if libc.mallopt(_M_ARENA_MAX, count) == 1 else None
 
@@ -157,8 +162,8 @@ class CompiledPerShape:
         self._compiled: dict[tuple, tuple[Any, Any]] = {}
 
     def __call__(self, static: Any, *args: Any) -> Any:
-        leaves = jax.tree.leaves(args[-1])
-        key = (id(static), tuple((leaf.shape, leaf.dtype) for leaf in leaves))
+        leaves, tree = jax.tree.flatten(args[-1])
+        key = (id(static), tree, tuple((leaf.shape, leaf.dtype) for leaf in leaves))
         entry = self._compiled.get(key)
         if entry is None or entry[0] is not static:  # the stored ref keeps ids unique
             entry = (static, self._jitted.lower(static, *args).compile())
