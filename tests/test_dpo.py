@@ -44,7 +44,6 @@ from trainers.preference_data import (
     load_feedback_records,
     make_packed_pair_batch,
     make_pair_batch,
-    packed_lengths,
     packed_width,
     tokenize_pairs,
 )
@@ -136,7 +135,7 @@ def test_packed_batch_holds_the_prompt_once_then_both_completions(data_dir, toke
 
 def test_several_examples_share_a_row(pairs):
     """Short examples go two or more to a row; each keeps its own segments and targets."""
-    lengths = packed_lengths(pairs)[:8]
+    lengths = pairs.packed_lengths[:8]
     width = 2 * int(lengths.max())
     batch = make_packed_pair_batch(pairs, np.arange(8), None, grad_accum=1, pad_id=0, width=width)
     rows = batch.tokens.shape[1]

@@ -236,11 +236,6 @@ class PackedPairBatch(NamedTuple):
 PAD_SEGMENT = -1
 
 
-def packed_lengths(pairs: SequencePairs) -> np.ndarray:
-    """(N,) length of each example packed: both sequences minus one copy of the prompt."""
-    return pairs.packed_lengths
-
-
 ROW_ALIGN = 8
 
 
@@ -248,7 +243,7 @@ def packed_width(pairs: SequencePairs, align: int = ROW_ALIGN) -> int:
     """The row width that holds every example of `pairs`: the longest packed example rounded
     up to `align` slots (shorter examples share rows). Runs use one width throughout, so
     there is no need to round it further: every slot costs compute, attention's per row."""
-    return -(-int(max(packed_lengths(pairs), default=1)) // align) * align
+    return -(-int(max(pairs.packed_lengths, default=1)) // align) * align
 
 
 def packed_rows(
@@ -259,7 +254,7 @@ def packed_rows(
     indices = np.asarray(indices)
     if len(indices) % grad_accum:
         raise ValueError(f"{len(indices)} examples do not split into {grad_accum} micro-batches")
-    lengths = packed_lengths(pairs)[indices].reshape(grad_accum, -1)
+    lengths = pairs.packed_lengths[indices].reshape(grad_accum, -1)
     return [pack_rows(micro.tolist(), width) for micro in lengths]
 
 
@@ -283,7 +278,7 @@ def make_packed_pair_batch(
     data, n = pairs.sequences, len(pairs)
     indices = np.asarray(indices)
     if width is None:
-        width = -(-int(max(packed_lengths(pairs)[indices])) // BUCKET) * BUCKET
+        width = -(-int(max(pairs.packed_lengths[indices])) // BUCKET) * BUCKET
     groups = packed_rows(pairs, indices, grad_accum=grad_accum, width=width)
     needed = -(-max(len(g) for g in groups) // row_multiple) * row_multiple
     if rows is None:
@@ -382,7 +377,7 @@ class PairIterator:
     def _epoch_rows(self, epoch: int) -> int:
         """Rows the fullest micro-batch of `epoch` needs, rounded up to `row_multiple`."""
         if epoch not in self._rows_by_epoch:
-            lengths = packed_lengths(self.pairs)[self._order_of(epoch)]
+            lengths = self.pairs.packed_lengths[self._order_of(epoch)]
             per_micro = self.examples // self.grad_accum
             most = 0
             for micro in lengths.reshape(-1, per_micro).tolist():
