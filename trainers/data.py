@@ -112,9 +112,14 @@ def tokenize_examples(
     )
 
 
+def round_up(n: int, multiple: int) -> int:
+    """The least multiple of `multiple` that is >= `n`."""
+    return -(-n // multiple) * multiple
+
+
 def bucket_length(length: int, max_length: int, bucket: int = BUCKET) -> int:
     """The padded length for a batch whose longest sequence has `length` tokens."""
-    return min(-(-length // bucket) * bucket, max_length)
+    return min(round_up(length, bucket), max_length)
 
 
 class Batch(NamedTuple):
@@ -204,12 +209,12 @@ def make_packed_batch(
     if n % grad_accum:
         raise ValueError(f"{n} sequences do not split into {grad_accum} micro-batches")
     lengths = [len(data.tokens[i]) for i in indices]
-    width = max(width, -(-max(lengths) // bucket) * bucket)
+    width = max(width, round_up(max(lengths), bucket))
     per_micro = n // grad_accum
     groups = [
         pack_rows(lengths[a * per_micro : (a + 1) * per_micro], width) for a in range(grad_accum)
     ]
-    rows = -(-max(len(g) for g in groups) // row_multiple) * row_multiple
+    rows = round_up(max(len(g) for g in groups), row_multiple)
     tokens = np.full((grad_accum, rows, width), pad_id, np.int32)
     segments = np.zeros((grad_accum, rows, width), np.int32)
     loss = np.zeros((grad_accum, rows, width), np.float32)

@@ -43,6 +43,7 @@ from trainers.data import (
     make_batch,
     pack_rows,
     read_data_config,
+    round_up,
     split_path,
 )
 
@@ -243,7 +244,7 @@ def packed_width(pairs: SequencePairs, align: int = ROW_ALIGN) -> int:
     """The row width that holds every example of `pairs`: the longest packed example rounded
     up to `align` slots (shorter examples share rows). Runs use one width throughout, so
     there is no need to round it further: every slot costs compute, attention's per row."""
-    return -(-int(max(pairs.packed_lengths, default=1)) // align) * align
+    return round_up(int(max(pairs.packed_lengths, default=1)), align)
 
 
 def packed_rows(
@@ -278,9 +279,9 @@ def make_packed_pair_batch(
     data, n = pairs.sequences, len(pairs)
     indices = np.asarray(indices)
     if width is None:
-        width = -(-int(max(pairs.packed_lengths[indices])) // BUCKET) * BUCKET
+        width = round_up(int(max(pairs.packed_lengths[indices])), BUCKET)
     groups = packed_rows(pairs, indices, grad_accum=grad_accum, width=width)
-    needed = -(-max(len(g) for g in groups) // row_multiple) * row_multiple
+    needed = round_up(max(len(g) for g in groups), row_multiple)
     if rows is None:
         rows = needed
     elif rows < needed:
@@ -384,7 +385,7 @@ class PairIterator:
                 most = max(most, len(pack_rows(micro, self.width)))
                 if most == per_micro:  # one pair per row: no micro-batch can need more
                     break
-            self._rows_by_epoch[epoch] = -(-most // self.row_multiple) * self.row_multiple
+            self._rows_by_epoch[epoch] = round_up(most, self.row_multiple)
         return self._rows_by_epoch[epoch]
 
     def indices(self, step: int) -> np.ndarray:
@@ -427,7 +428,7 @@ def packed_chunks(
     rows = max(
         len(packed_rows(pairs, filled, grad_accum=1, width=width)[0]) for _, filled in chunks
     )
-    rows = -(-rows // row_multiple) * row_multiple
+    rows = round_up(rows, row_multiple)
     pack = functools.partial(make_packed_pair_batch, pairs, ref_logps=ref_logps, grad_accum=1,
                              pad_id=pad_id, width=width, rows=rows)  # fmt: skip
     return [(pack(filled), chunk) for chunk, filled in chunks]
