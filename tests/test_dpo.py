@@ -7,10 +7,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
-import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import jax
@@ -24,6 +21,7 @@ from hypothesis import strategies as st
 
 from tasks.kinship import KinshipConfig, generate_dataset
 from tasks.kinship.pairs import FeedbackConfig
+from tests.devices import run_on_cpu_devices
 from trainers.data import TokenizedSplit
 from trainers.dpo import DPOConfig, dpo_method, dpo_step, preference_loss, train_dpo
 from trainers.losses import dpo_loss, ipo_loss, simpo_loss
@@ -400,15 +398,7 @@ print(json.dumps({"rows": batch.tokens.shape[1], **out}))
 
 def test_packed_step_sharded_over_four_devices_equals_one_device(data_dir):
     """Rows of several packed pairs split over 4 devices: the same loss and SGD step."""
-    repo = Path(__file__).resolve().parents[1]
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4")
-    env["PYTHONPATH"] = str(repo) + os.pathsep + env.get("PYTHONPATH", "")
-    result = subprocess.run(
-        [sys.executable, "-c", SHARDED_SCRIPT, str(data_dir)],
-        capture_output=True, text=True, env=env, cwd=repo, timeout=600,
-    )  # fmt: skip
-    assert result.returncode == 0, result.stderr[-3000:]
-    report = json.loads(result.stdout.strip().splitlines()[-1])
+    report = run_on_cpu_devices(SHARDED_SCRIPT, str(data_dir), devices=4)
     assert report["rows"] % 4 == 0
     single, sharded = report["single"], report["sharded"]
     for key, value in single["metrics"].items():

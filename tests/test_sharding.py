@@ -6,19 +6,13 @@ is imported, which this (already importing) test process cannot do.
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
 import textwrap
-from pathlib import Path
 
 import pytest
 from jax.sharding import PartitionSpec as P
 
+from tests.devices import run_on_cpu_devices
 from trainers.sharding import initialize_distributed, param_spec
-
-REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.mark.parametrize(
@@ -91,14 +85,7 @@ SCRIPT = textwrap.dedent(
 
 
 def test_sharded_fsdp_run_equals_single_device_run(tmp_path):
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4")
-    env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
-    result = subprocess.run(
-        [sys.executable, "-c", SCRIPT, str(tmp_path)],
-        capture_output=True, text=True, env=env, cwd=REPO, timeout=600,
-    )  # fmt: skip
-    assert result.returncode == 0, result.stderr[-3000:]
-    report = json.loads(result.stdout.strip().splitlines()[-1])
+    report = run_on_cpu_devices(SCRIPT, str(tmp_path), devices=4)
     assert report["single_mesh"] == {"data": 1, "fsdp": 1}
     assert report["sharded_mesh"] == {"data": 2, "fsdp": 2}
     assert report["single_specs"] == ["[]"]  # replicated
