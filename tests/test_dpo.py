@@ -42,6 +42,7 @@ from trainers.preference_data import (
     load_feedback_records,
     make_packed_pair_batch,
     make_pair_batch,
+    packed_rows,
     packed_width,
     tokenize_pairs,
 )
@@ -417,6 +418,21 @@ def test_packed_iterator_has_one_shape_for_the_whole_run(pairs):
     assert grouped.rows == plain.rows and grouped.rows % 2 == 0 and grouped.rows <= 8
     shapes = {next(grouped).tokens.shape for _ in range(40)}
     assert shapes == {(2, grouped.rows, packed_width(pairs))}
+
+
+def test_packed_iterator_deals_lengths_so_steps_need_fewer_rows(pairs):
+    """Dealing the epoch's pairs by length keeps every example of the epoch exactly once
+    and here needs no more rows than the random draws it regroups."""
+    common = dict(batch_size=4, grad_accum=1, seed=3, pad_id=0, max_length=128)
+    steps = len(pairs) // 4  # one epoch
+    packed = PairIterator(pairs, None, packed=True, steps=steps, **common)
+    plain = PairIterator(pairs, None, **common)
+    dealt = np.concatenate([packed.indices(k) for k in range(steps)])
+    drawn = np.concatenate([plain.indices(k) for k in range(steps)])
+    assert sorted(dealt) == sorted(drawn) and len(set(dealt)) == len(dealt)
+    rows = [len(packed_rows(pairs, plain.indices(k), grad_accum=1, width=packed.width)[0])
+            for k in range(steps)]  # fmt: skip
+    assert packed.rows <= max(rows)
 
 
 def test_packed_reference_of_an_empty_split(tmp_path):

@@ -21,6 +21,7 @@ from trainers.checkpoint import load_run
 from trainers.data import (
     BatchIterator,
     bucket_length,
+    deal_by_length,
     load_records,
     make_batch,
     make_packed_batch,
@@ -186,6 +187,27 @@ def test_pack_rows_places_every_sequence_once_within_the_width(lengths, width):
     # could be merged into one.
     fills = [sum(lengths[i] for i in row) for row in rows]
     assert all(fills[i] + fills[j] > width for i in range(len(rows)) for j in range(i))
+
+
+@given(
+    st.integers(1, 12),
+    st.integers(1, 9),
+    st.integers(1, 8),
+    st.lists(st.integers(1, 200), min_size=108, max_size=108),
+)
+def test_deal_by_length_regroups_within_windows_into_balanced_groups(groups, n, window, pool):
+    lengths = np.array(pool[: groups * n])
+    order = np.random.default_rng(groups + n).permutation(groups * n).reshape(groups, n)
+    dealt = deal_by_length(order, lengths, window)
+    assert dealt.shape == order.shape
+    np.testing.assert_array_equal(dealt, deal_by_length(order, lengths, window))  # pure
+    for start in range(0, groups, window):  # the same examples in each window, none lost
+        assert sorted(dealt[start : start + window].ravel()) == sorted(
+            order[start : start + window].ravel()
+        )
+        # Snake dealing balances the groups' total lengths to within one example's length.
+        totals = lengths[dealt[start : start + window]].sum(axis=1)
+        assert totals.max() - totals.min() <= lengths.max()
 
 
 def test_packed_batch_keeps_each_sequence_whole_and_apart(train_data):

@@ -266,6 +266,30 @@ def epoch_order(
     return np.concatenate(batches)
 
 
+def deal_by_length(groups: np.ndarray, lengths: np.ndarray, window: int) -> np.ndarray:
+    """(G, n) example indices -> the same examples regrouped so that every group holds a like
+    mix of lengths: within each run of `window` consecutive groups, the examples, longest
+    first, are dealt to the groups in snake order (0 .. w-1, then w-1 .. 0, ...). Every group
+    keeps n examples and every example stays in its window; a pure function of its inputs.
+
+    For packed batches of one shape: the row count is set by the fullest batch of a run, and
+    randomly drawn groups vary (16 level-1 pairs need 8 to 12 rows of their longest pair's
+    width); dealt groups all need about the average, so the shape is smaller. It is stratified
+    sampling over lengths: each batch is still a random draw within each length stratum."""
+    groups = np.asarray(groups)
+    G, n = groups.shape
+    out = np.empty_like(groups)
+    for start in range(0, G, max(window, 1)):
+        block = groups[start : start + window]
+        w = len(block)
+        flat = block.reshape(-1)
+        flat = flat[np.argsort(-lengths[flat], kind="stable")]
+        rounds, seat = np.divmod(np.arange(w * n), w)
+        target = np.where(rounds % 2 == 0, seat, w - 1 - seat)
+        out[start : start + w] = flat[np.lexsort((rounds, target))].reshape(w, n)
+    return out
+
+
 class BatchIterator(Iterator[Batch]):
     """Endless deterministic batches of one split; `position` (steps taken) is its state."""
 

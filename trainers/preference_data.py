@@ -38,6 +38,7 @@ import numpy as np
 from trainers.data import (
     BUCKET,
     TokenizedSplit,
+    deal_by_length,
     epoch_order,
     fixed_size_chunks,
     make_batch,
@@ -48,6 +49,9 @@ from trainers.data import (
 )
 
 PREFERENCE_KIND = "kinship/preference"
+# Micro-batches over which a packed run deals its examples by length (`PairIterator`): 32 of
+# 16 level-1 pairs all pack into the average row count.
+DEAL_WINDOW = 32
 FEEDBACK_KIND = "kinship/feedback"
 
 
@@ -328,10 +332,13 @@ class PairIterator:
 
     The order is `trainers.data.epoch_order` over the examples' pair lengths, so batch k of a
     run is a pure function of (seed, k), exactly as for SFT. `packed` yields
-    `PackedPairBatch`es (the same examples in the same order) instead of `PairBatch`es, all of
-    one shape so the step compiles once: rows of `packed_width(pairs)` slots, as many per
-    micro-batch as the fullest micro-batch of the run's `steps` needs (of the current epoch
-    when `steps` is None), rounded up to `row_multiple`."""
+    `PackedPairBatch`es instead of `PairBatch`es, all of one shape so the step compiles once:
+    rows of `packed_width(pairs)` slots, as many per micro-batch as the fullest micro-batch of
+    the run's `steps` needs (of the current epoch when `steps` is None), rounded up to
+    `row_multiple`. To keep that count low, packed micro-batches are dealt a like mix of
+    lengths (`trainers.data.deal_by_length` over windows of `DEAL_WINDOW` micro-batches of
+    the epoch order): the same examples per window, each micro-batch needing about the
+    average row count instead of the largest of a random draw."""
 
     def __init__(
         self,
@@ -373,7 +380,12 @@ class PairIterator:
                 self.rows = max(self._epoch_rows(epoch) for epoch in epochs)
 
     def _order_of(self, epoch: int) -> np.ndarray:
-        return epoch_order(self._lengths, self.examples, self.seed, epoch, self.length_grouping)
+        order = epoch_order(self._lengths, self.examples, self.seed, epoch, self.length_grouping)
+        if not self.packed:
+            return order
+        micro = order.reshape(-1, self.examples // self.grad_accum)
+        dealt = deal_by_length(micro, self.pairs.packed_lengths, DEAL_WINDOW)
+        return dealt.reshape(order.shape)
 
     def _epoch_rows(self, epoch: int) -> int:
         """Rows the fullest micro-batch of `epoch` needs, rounded up to `row_multiple`."""
@@ -418,11 +430,15 @@ def packed_chunks(
 ) -> list[tuple[PackedPairBatch, np.ndarray]]:  # fmt: skip
     """Every example once, in `PackedPairBatch`es of `batch_size` examples (one micro-batch)
     and one shape, each with its example indices (the last batch is filled up with copies of
-    its first example). Examples go in a fixed shuffled order, so every batch mixes long and
-    short ones and packs about as tightly as the average."""
+    its first example). Examples go in a fixed shuffled order, dealt by length
+    (`deal_by_length`), so every batch mixes long and short ones and needs about the average
+    row count."""
     if len(pairs) == 0:
         return []
     order = np.random.default_rng(0).permutation(len(pairs))
+    full = len(order) // batch_size * batch_size  # the full chunks get a like mix of lengths
+    dealt = deal_by_length(order[:full].reshape(-1, batch_size), pairs.packed_lengths, full)
+    order = np.concatenate([dealt.reshape(-1), order[full:]])
     chunks = list(fixed_size_chunks(order, batch_size))
     width = packed_width(pairs)
     rows = max(
