@@ -26,25 +26,26 @@ Prints one JSON object: each round's figures per side, and per cache state the m
 rounds of the ratios ours/TRL of pairs/s and TRL/ours of peak memory, each round's against the
 TRL run beside it (`--repeats`: the machine's speed drifts by tens of % between minutes).
 
-Measured on this project's machine (2 cores, 961,280 parameters on both sides), 2026-11-22,
+Measured on this project's machine (2 cores, 961,280 parameters on both sides), 2026-12-01,
 `--steps 200 --batch 16 --repeats 3`, torch at its default 2 threads (medians of 3 rounds):
 
 | ours | pairs/s vs TRL | counting our reference pass | TRL / ours peak RSS |
 |---|---|---|---|
-| cold compilation cache | 2.00x | 1.68x | 2.14 (~1,190 / ~555 MB) |
-| warm compilation cache | 2.22x | 1.86x | 2.20 (~1,190 / ~542 MB) |
-| before today: pairs one to a row, 2-3 length buckets | 1.14-1.82x | 1.52-1.59x | 1.24-1.34 |
+| cold compilation cache | 2.45x | 2.00x | 2.18 (~1,160 / ~535 MB) |
+| warm compilation cache | 2.62x | 2.12x | 2.22 (~1,160 / ~520 MB) |
+| 2026-11-22, before steps were dealt by length | 2.00x / 2.22x | 1.68x / 1.86x | 2.14 / 2.20 |
+| before that: pairs one to a row, 2-3 length buckets | 1.14-1.82x | 1.52-1.59x | 1.24-1.34 |
 
-The memory target (at most half of TRL's) is met; 2x the pairs/s is met for the training
-steps but not once our one-off reference pass (~7.7 s here, a forward over every pair) is
-counted, which TRL spreads over its steps. Where the time goes: a step packs its 16 pairs
-several to a row (12 rows of 136 slots: the fullest step of the run sets the count, so the
-step compiles once) and runs at ~165 ms, ~95 pairs/s in steady state; the compilation takes
-~4 s (none from a warm cache). Where the memory goes: ~230 MB is jax, flax and orbax after
-import, ~50 MB the backend and the initial model, ~150 MB the step's scratch buffers while it
-runs, the rest compiled code and heap. `trainers.runtime` caps malloc arenas at two, compiles
-the step ahead of its first run and trims the heap in between: before that, the compiler's
-freed memory sat under the step's buffers and the peak was ~990 MB.
+Both targets (2x TRL's pairs/s, at most half its memory) are met, the cold-cache one with the
+reference pass (~6 s here, a forward over every pair, which TRL spreads over its steps) only
+just. Where the time goes: a step packs its 16 pairs several to a row, each window of 32 steps
+dealt a like mix of lengths (10 rows of 136 slots: the fullest step of the run sets the
+count, so the step compiles once) and runs at ~120-135 ms, ~120-130 pairs/s in steady state;
+the compilation takes ~2-4 s (none from a warm cache). Where the memory goes: ~230 MB is jax,
+flax and orbax after import, ~50 MB the backend and the initial model, ~150 MB the step's
+scratch buffers while it runs, the rest compiled code and heap. `trainers.runtime` caps malloc
+arenas at two, compiles the step ahead of its first run and trims the heap in between: before
+that, the compiler's freed memory sat under the step's buffers and the peak was ~990 MB.
 """
 
 from __future__ import annotations
