@@ -16,11 +16,14 @@ from flax import nnx
 
 from tasks.kinship import KinshipConfig, generate_dataset
 from tasks.kinship.pairs import FeedbackConfig
-from trainers.kto import KTOConfig, kl_estimate, train_kto
+from trainers.checkpoint import Checkpoints
+from trainers.kto import KTOConfig, kl_estimate, kto_method, prepare_kto, train_kto
 from trainers.model import PRESETS, GPTConfig, init_model
 from trainers.offline import sequence_logps
+from trainers.offline_run import evaluate_pairs, place
 from trainers.preference_data import (
     FEEDBACK_KIND,
+    eval_pair_batches,
     kl_partners,
     load_feedback_records,
     make_pair_batch,
@@ -104,8 +107,39 @@ def test_kl_estimate_is_the_mean_mismatched_log_ratio(data_dir):
 def test_config_validation_names_the_field(field, value):
     with pytest.raises(ValueError, match=f"^{field} must"):
         KTOConfig(**{field: value})
+    with pytest.raises(ValueError, match=r"^length_grouping must be 1 for KTO"):
+        KTOConfig(length_grouping=8)  # z is a batch statistic: batches stay random draws
+    with pytest.raises(ValueError, match=r"^eval_examples must be an integer >= 2 for KTO"):
+        KTOConfig(eval_examples=1)
     with pytest.raises(ValueError, match=r"^desirable_weight must be > 0"):
         KTOConfig(desirable_weight=0.0, undesirable_weight=0.0)
+
+
+def test_held_out_z_is_one_estimate_over_every_real_example(data_dir, tmp_path):
+    """Held-out KTO metrics do not depend on the evaluation batch size: z is the mean
+    mismatched log-ratio over all held-out examples, not per batch, and the copies filling up
+    the last batch count nowhere."""
+    config = KTOConfig(preset="nano", steps=1, warmup_steps=0, batch_size=8, eval_examples=21)
+    setup = prepare_kto(config, data_dir, tmp_path / "run")
+    method = kto_method(config)
+    checkpoints = Checkpoints(tmp_path / "run")
+    placed = place(method, config, setup.model, setup.mesh, checkpoints)
+    # References moved off the policy, so every batch's own z would differ.
+    n = len(setup.validation)
+    shift = np.random.default_rng(0).normal(-2.0, 3.0, 2 * n).astype(np.float32)
+    refs = setup.references["validation"] + shift
+    summaries = []
+    for batch_size in (8, 5, 21):
+        batches = eval_pair_batches(setup.validation, refs, batch_size, 0, 128)
+        summaries.append(evaluate_pairs(method, placed, placed.state, batches, setup.mesh))
+    checkpoints.close()
+    for other in summaries[1:]:
+        for key in ("loss", "kl", "rewards/margins", "kl_log_ratio"):
+            assert other[key] == pytest.approx(summaries[0][key], rel=1e-5, abs=1e-6), key
+    # Fresh model: the policy is the reference before the shift, so z = mean(-shift) over the
+    # mismatched sequences (the second half), clamped at 0.
+    assert summaries[0]["kl"] == pytest.approx(max(0.0, -shift[n:].mean()), abs=1e-3)
+    assert summaries[0]["kl"] > 0.5
 
 
 def test_tiny_run_on_one_to_four_data(data_dir, tmp_path, nano64):

@@ -198,16 +198,28 @@ def test_pack_rows_places_every_sequence_once_within_the_width(lengths, width):
 def test_deal_by_length_regroups_within_windows_into_balanced_groups(groups, n, window, pool):
     lengths = np.array(pool[: groups * n])
     order = np.random.default_rng(groups + n).permutation(groups * n).reshape(groups, n)
-    dealt = deal_by_length(order, lengths, window)
+    dealt = deal_by_length(order, lengths, window, np.random.default_rng(7))
     assert dealt.shape == order.shape
-    np.testing.assert_array_equal(dealt, deal_by_length(order, lengths, window))  # pure
+    again = deal_by_length(order, lengths, window, np.random.default_rng(7))
+    np.testing.assert_array_equal(dealt, again)  # a pure function of its inputs
     for start in range(0, groups, window):  # the same examples in each window, none lost
         assert sorted(dealt[start : start + window].ravel()) == sorted(
             order[start : start + window].ravel()
         )
-        # Snake dealing balances the groups' total lengths to within one example's length.
+        # Dealing balances the groups' total lengths to within the window's length range.
+        window_lengths = lengths[order[start : start + window]]
         totals = lengths[dealt[start : start + window]].sum(axis=1)
-        assert totals.max() - totals.min() <= lengths.max()
+        assert totals.max() - totals.min() <= window_lengths.max() - window_lengths.min()
+
+
+def test_deal_by_length_changes_partners_with_the_random_generator():
+    """Even with all lengths distinct, the dealt groups depend on the generator: the same
+    window does not give the same batches every epoch."""
+    order = np.arange(64).reshape(8, 8)
+    lengths = np.arange(64) * 3 + 1
+    first = deal_by_length(order, lengths, 8, np.random.default_rng(0))
+    second = deal_by_length(order, lengths, 8, np.random.default_rng(1))
+    assert {frozenset(g) for g in first.tolist()} != {frozenset(g) for g in second.tolist()}
 
 
 def test_packed_batch_keeps_each_sequence_whole_and_apart(train_data):

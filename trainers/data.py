@@ -266,16 +266,23 @@ def epoch_order(
     return np.concatenate(batches)
 
 
-def deal_by_length(groups: np.ndarray, lengths: np.ndarray, window: int) -> np.ndarray:
+def deal_by_length(
+    groups: np.ndarray, lengths: np.ndarray, window: int, rng: np.random.Generator
+) -> np.ndarray:
     """(G, n) example indices -> the same examples regrouped so that every group holds a like
-    mix of lengths: within each run of `window` consecutive groups, the examples, longest
-    first, are dealt to the groups in snake order (0 .. w-1, then w-1 .. 0, ...). Every group
-    keeps n examples and every example stays in its window; a pure function of its inputs.
+    mix of lengths. Within each run of `window` consecutive groups the examples are ranked
+    longest first (ties in their given order) and dealt in rounds of one per group: each pair
+    of rounds in snake order (the longest of the first round goes with the shortest of the
+    second), the pairs tied to the groups by a random permutation from `rng`, so which
+    examples share a group changes with `rng` even when every length differs. Every group
+    keeps n examples and every example stays in its window; the groups' total lengths differ
+    by at most the window's range of lengths.
 
     For packed batches of one shape: the row count is set by the fullest batch of a run, and
     randomly drawn groups vary (16 level-1 pairs need 8 to 12 rows of their longest pair's
     width); dealt groups all need about the average, so the shape is smaller. It is stratified
-    sampling over lengths: each batch is still a random draw within each length stratum."""
+    sampling: each group draws one example from each stratum of `window` neighbours in
+    length."""
     groups = np.asarray(groups)
     G, n = groups.shape
     out = np.empty_like(groups)
@@ -285,7 +292,9 @@ def deal_by_length(groups: np.ndarray, lengths: np.ndarray, window: int) -> np.n
         flat = block.reshape(-1)
         flat = flat[np.argsort(-lengths[flat], kind="stable")]
         rounds, seat = np.divmod(np.arange(w * n), w)
-        target = np.where(rounds % 2 == 0, seat, w - 1 - seat)
+        seat = np.where(rounds % 2 == 0, seat, w - 1 - seat)  # snake within a pair of rounds
+        pairs = np.argsort(rng.random(((n + 1) // 2, w)), axis=1)  # a permutation per pair
+        target = pairs[rounds // 2, seat]
         out[start : start + w] = flat[np.lexsort((rounds, target))].reshape(w, n)
     return out
 

@@ -14,6 +14,10 @@ Imbalanced data: the paper advises desirable_weight * n_desirable / (undesirable
 n_undesirable) in [1, 4/3]; with 1:4 data, desirable_weight 4..5.33 (undesirable 1). The run
 summary reports that ratio for the training data (`data/weighted_ratio`).
 
+Batches are plain random draws (`length_grouping` is 1): z is a statistic of its batch, and a
+length-sorted batch would move it with the batch's lengths. Held out, z is one estimate over
+every held-out mismatched pair (not per evaluation batch), and the loss uses it.
+
 Metrics: `rewards/desirable`, `rewards/undesirable` (mean implicit reward beta * log-ratio of
 each group), `rewards/margins` (their difference), `kl` (the reference point) and `loss`.
 """
@@ -38,6 +42,7 @@ from trainers.offline import (
     OfflineConfig,
     accumulate_gradients,
     apply_gradients,
+    require,
     require_number,
     sequence_logps,
 )
@@ -53,6 +58,13 @@ class KTOConfig(OfflineConfig):
     desirable_weight: float = documented("loss weight of desirable examples, >= 0", default=1.0)
     undesirable_weight: float = documented("loss weight of undesirable examples, >= 0",
                                            default=1.0)  # fmt: skip
+    eval_examples: int = documented("held-out examples evaluated, >= 2 (z pairs them)",
+                                    default=512)  # fmt: skip
+    length_grouping: int = documented(
+        "must be 1: the KL reference point z is estimated from each batch, so batches are plain "
+        "random draws (length-sorted ones would tie z to their lengths)",
+        default=1,
+    )
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -61,6 +73,10 @@ class KTOConfig(OfflineConfig):
             require_number(self, name, lambda v: v >= 0, "a number >= 0")
         if self.desirable_weight == 0 and self.undesirable_weight == 0:
             raise ValueError("desirable_weight must be > 0 when undesirable_weight is 0")
+        why = "1 for KTO (z is a batch statistic; sorted batches would bias it)"
+        require(self.length_grouping == 1, "length_grouping", why, self.length_grouping)
+        why = "an integer >= 2 for KTO (z pairs held-out examples)"
+        require(self.eval_examples >= 2, "eval_examples", why, self.eval_examples)
 
 
 def kl_estimate(graphdef: nnx.GraphDef, state: nnx.State, batch: PairBatch) -> jax.Array:
@@ -118,20 +134,39 @@ def kto_step(
 def kto_eval_step(
     graphdef: nnx.GraphDef, state: nnx.State, batch: PairBatch, *, config: KTOConfig
 ) -> Metrics:
-    """Per-example held-out metrics (B,) of a (1, 2, B, T) batch; z from this batch."""
-    kl = kl_estimate(graphdef, state, batch)
+    """Per-example held-out log-ratios (B,) of a (1, 2, B, T) batch: `log_ratio` (policy -
+    reference summed log-prob) of the judged sequences, `kl_log_ratio` of the mismatched ones,
+    and `is_desirable`. The loss needs z over the whole held-out set (not this batch, whose
+    last may be filled up with copies): `_summarize` computes it from these."""
+    del config  # the loss is computed by `_summarize`, over every held-out example
+    model = nnx.merge(graphdef, state)
     micro = jax.tree.map(lambda x: x[0], batch)
-    loss, metrics = kto_example_loss(config, kl, nnx.merge(graphdef, state), micro)
-    return {**metrics, "loss": loss}
+    judged, _ = sequence_logps(model, micro.tokens[0], micro.attention_mask[0], micro.loss_mask[0])
+    mismatched, _ = sequence_logps(
+        model, micro.tokens[1], micro.attention_mask[1], micro.loss_mask[1]
+    )
+    return {
+        "log_ratio": judged - micro.ref_logps[0],
+        "kl_log_ratio": mismatched - micro.ref_logps[1],
+        "is_desirable": micro.labels.astype(jnp.float32),
+    }
 
 
-def _summarize(arrays: dict[str, np.ndarray]) -> dict[str, float]:
+def _summarize(config: KTOConfig, arrays: dict[str, np.ndarray]) -> dict[str, float]:
+    """Held-out KTO figures from `kto_eval_step`'s per-example arrays (real examples only):
+    z = the mean mismatched log-ratio over all of them, then `kto_loss` with it."""
     desirable = arrays["is_desirable"] > 0
+    loss, metrics = kto_loss(
+        jnp.asarray(arrays["log_ratio"]), jnp.zeros(len(desirable)), jnp.asarray(desirable),
+        kl=jnp.mean(jnp.asarray(arrays["kl_log_ratio"])), beta=config.beta,
+        desirable_weight=config.desirable_weight, undesirable_weight=config.undesirable_weight,
+    )  # fmt: skip
+    rewards = np.asarray(metrics["rewards"])
     means = {
-        "rewards/desirable": float(arrays["rewards"][desirable].mean()) if desirable.any() else 0.0,
-        "rewards/undesirable": float(arrays["rewards"][~desirable].mean())
-        if (~desirable).any()
-        else 0.0,
+        "loss": float(np.mean(np.asarray(loss))),
+        "kl": float(np.asarray(metrics["kl"])[0]),
+        "rewards/desirable": float(rewards[desirable].mean()) if desirable.any() else 0.0,
+        "rewards/undesirable": float(rewards[~desirable].mean()) if (~desirable).any() else 0.0,
     }
     means["rewards/margins"] = means["rewards/desirable"] - means["rewards/undesirable"]
     return means
@@ -146,7 +181,7 @@ def kto_method(config: KTOConfig) -> Method:
         step=functools.partial(kto_step, config=config),
         eval_step=functools.partial(kto_eval_step, config=config),
         tokenize=tokenize,
-        summarize=_summarize,
+        summarize=functools.partial(_summarize, config),
     )
 
 

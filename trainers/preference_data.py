@@ -384,7 +384,8 @@ class PairIterator:
         if not self.packed:
             return order
         micro = order.reshape(-1, self.examples // self.grad_accum)
-        dealt = deal_by_length(micro, self.pairs.packed_lengths, DEAL_WINDOW)
+        rng = np.random.default_rng([self.seed, epoch, 0x4445])  # 'DE'al
+        dealt = deal_by_length(micro, self.pairs.packed_lengths, DEAL_WINDOW, rng)
         return dealt.reshape(order.shape)
 
     def _epoch_rows(self, epoch: int) -> int:
@@ -436,9 +437,10 @@ def packed_chunks(
     if len(pairs) == 0:
         return []
     order = np.random.default_rng(0).permutation(len(pairs))
-    full = len(order) // batch_size * batch_size  # the full chunks get a like mix of lengths
-    dealt = deal_by_length(order[:full].reshape(-1, batch_size), pairs.packed_lengths, full)
-    order = np.concatenate([dealt.reshape(-1), order[full:]])
+    chunks = len(order) // batch_size  # the full chunks get a like mix of lengths
+    full = order[: chunks * batch_size].reshape(chunks, batch_size)
+    dealt = deal_by_length(full, pairs.packed_lengths, chunks, np.random.default_rng(1))
+    order = np.concatenate([dealt.reshape(-1), order[chunks * batch_size :]])
     chunks = list(fixed_size_chunks(order, batch_size))
     width = packed_width(pairs)
     rows = max(
