@@ -27,11 +27,13 @@ from trainers.dpo import DPOConfig, dpo_method, dpo_step, preference_loss, train
 from trainers.losses import dpo_loss, ipo_loss, simpo_loss
 from trainers.model import PRESETS, GPTConfig, init_model, pure_jit
 from trainers.offline import (
+    cached_reference_logps,
     packed_pair_logps,
     packed_reference_logps,
     pair_logps,
     reference_logps,
     sequence_logps,
+    state_fingerprint,
 )
 from trainers.offline_run import prepare_offline
 from trainers.preference_data import (
@@ -440,3 +442,22 @@ def test_packed_reference_of_an_empty_split(tmp_path):
     empty = TokenizedSplit((), np.zeros(0, np.int64))
     out = packed_reference_logps(graphdef, state, empty, batch_size=4, pad_id=0)
     assert out.shape == (0,)
+
+
+def test_reference_cache_is_keyed_on_the_data_and_the_reference_weights(tmp_path, pairs):
+    """Stored reference log-probs are reused for the same sequences under the same weights
+    only: other weights (say, an --init run retrained before a resume) recompute them."""
+    path, splits, calls = tmp_path / "reference_logps.npz", {"train": pairs.sequences}, []
+
+    def compute(data: TokenizedSplit) -> np.ndarray:
+        calls.append(len(calls))
+        return np.full(len(data), float(len(calls)), np.float32)
+
+    one = state_fingerprint(nnx.split(init_model(TINY, 0))[1])
+    other = state_fingerprint(nnx.split(init_model(TINY, 1))[1])
+    assert one != other and one == state_fingerprint(nnx.split(init_model(TINY, 0))[1])
+    first = cached_reference_logps(path, splits, compute, model=one)["train"]
+    again = cached_reference_logps(path, splits, compute, model=one)["train"]
+    assert len(calls) == 1 and np.array_equal(first, again)
+    changed = cached_reference_logps(path, splits, compute, model=other)["train"]
+    assert len(calls) == 2 and changed[0] == 2.0

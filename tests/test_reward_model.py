@@ -71,6 +71,19 @@ def test_packed_rewards_equal_separate_sequences(data_dir):
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
 
 
+def test_value_head_computes_in_float32_under_bf16():
+    """Under bf16 compute the trunk runs in bf16 but the scalar head in float32, so rewards
+    are not quantised to bf16's few significant digits."""
+    cfg = dataclasses.replace(TINY, dtype="bfloat16")
+    model, _ = with_value_head(init_model(cfg, 0), cfg, seed=1)
+    hidden = jnp.asarray(np.random.default_rng(0).normal(size=(2, 5, 32)), jnp.bfloat16)
+    values = model.value(hidden)
+    kernel, bias = model.value_head.kernel[...], model.value_head.bias[...]
+    expected = (np.asarray(hidden, np.float32) @ np.asarray(kernel) + np.asarray(bias))[..., 0]
+    assert values.dtype == jnp.float32
+    np.testing.assert_allclose(np.asarray(values), expected, rtol=1e-5, atol=1e-6)
+
+
 def test_value_head_is_added_to_the_initial_trunk():
     base = init_model(TINY, 0)
     model, cfg = with_value_head(base, TINY, seed=1)

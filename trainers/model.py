@@ -269,8 +269,11 @@ class GPT(nnx.Module):
             use_fast_variance=False,
             rngs=rngs,
         )
+        # The scalar head computes in float32 even under bf16: rewards and values compared
+        # across examples would otherwise be quantised to bf16's ~3 significant digits.
+        head_kw = dict(dtype=jnp.float32, param_dtype=cfg.weight_dtype, rngs=rngs)
         self.value_head = (
-            nnx.Linear(cfg.n_embd, 1, kernel_init=_normal(0.02), **emb_kw)
+            nnx.Linear(cfg.n_embd, 1, kernel_init=_normal(0.02), **head_kw)
             if cfg.value_head
             else None
         )
@@ -324,7 +327,7 @@ class GPT(nnx.Module):
         """(B, T, C) hidden states -> (B, T) float32 scalar values. Needs cfg.value_head."""
         if self.value_head is None:
             raise ValueError("this model has no value head (GPTConfig.value_head=False)")
-        return self.value_head(hidden)[..., 0].astype(jnp.float32)
+        return self.value_head(hidden.astype(jnp.float32))[..., 0]
 
     def init_cache(self, batch_size: int, max_len: int) -> KVCache:
         """Zeroed KV cache with room for `max_len` tokens per row (see `KVCache` for layouts)."""

@@ -295,21 +295,37 @@ def fingerprint(data: TokenizedSplit) -> str:
     return digest.hexdigest()
 
 
+def state_fingerprint(state: nnx.State) -> str:
+    """A digest of a model state's leaves: names, dtypes, shapes and bytes (what reference
+    log-probs are computed with)."""
+    digest = hashlib.sha256()
+    for path, leaf in jax.tree_util.tree_leaves_with_path(state):
+        value = np.asarray(jax.device_get(leaf))
+        digest.update(f"{jax.tree_util.keystr(path)}|{value.dtype}|{value.shape}|".encode())
+        digest.update(np.ascontiguousarray(value).tobytes())
+    return digest.hexdigest()
+
+
 def cached_reference_logps(
-    path: Path, splits: dict[str, TokenizedSplit], compute: Callable[[TokenizedSplit], np.ndarray]
+    path: Path,
+    splits: dict[str, TokenizedSplit],
+    compute: Callable[[TokenizedSplit], np.ndarray],
+    model: str = "",
 ) -> dict[str, np.ndarray]:
     """Reference log-probs per split, read from `path` (an .npz) when it holds those very
-    sequences, else computed with `compute` and written there atomically."""
+    sequences under the same reference model (`model`: its `state_fingerprint`), else
+    computed with `compute` and written there atomically."""
     prints = {name: fingerprint(data) for name, data in splits.items()}
     if path.exists():
         with np.load(path) as stored:
-            if all(str(stored.get(f"{n}_fingerprint")) == prints[n] for n in splits):
+            same_model = str(stored.get("model_fingerprint", "")) == model
+            if same_model and all(str(stored.get(f"{n}_fingerprint")) == prints[n] for n in splits):
                 return {name: stored[name] for name in splits}
     values = {name: compute(data) for name, data in splits.items()}
     if jax.process_index() == 0:
         tmp = path.with_name(path.name + ".tmp.npz")
         fields = {f"{n}_fingerprint": np.array(p) for n, p in prints.items()}
-        np.savez(tmp, **values, **fields)
+        np.savez(tmp, **values, **fields, model_fingerprint=np.array(model))
         os.replace(tmp, path)
     return values
 

@@ -43,6 +43,7 @@ from trainers.offline import (
     cached_reference_logps,
     packed_reference_logps,
     reference_logps,
+    state_fingerprint,
 )
 from trainers.preference_data import (
     PackedPairBatch,
@@ -167,7 +168,10 @@ def prepare_offline(
                 reference_logps, graphdef, state, batch_size=config.reference_batch_size,
                 pad_id=tokenizer.pad_token_id, max_length=cfg.n_positions,
             )  # fmt: skip
-        references = cached_reference_logps(run / "reference_logps.npz", splits, compute)
+        # Keyed on the data and on the reference weights: a run resumed after its --init run
+        # was retrained recomputes them instead of training against stale ones.
+        references = cached_reference_logps(run / "reference_logps.npz", splits, compute,
+                                            model=state_fingerprint(state))  # fmt: skip
         release_host_memory()  # the reference programs are done with: lower the training peak
     seconds = time.perf_counter() - start
     return OfflineSetup(tokenizer, cfg, model, mesh, train, validation, references, seconds,

@@ -32,7 +32,7 @@ from flax import nnx
 
 from tasks.fields import documented
 from trainers.checkpoint import load_run, write_json_atomic
-from trainers.data import make_batch, tokenize_examples
+from trainers.data import fixed_size_chunks, make_batch, tokenize_examples
 from trainers.losses import bradley_terry_loss
 from trainers.model import GPT, GPTConfig, init_model, pure_jit
 from trainers.offline import (
@@ -194,11 +194,13 @@ def mean_reference_reward(model: GPT, tokenizer: Any, records: list[dict[str, An
     data = tokenize_examples(examples, tokenizer, model.cfg.n_positions)
     graphdef, state = nnx.split(model)
     total = 0.0
-    for start in range(0, len(data), batch_size):
-        chunk = np.arange(start, min(start + batch_size, len(data)))
-        batch = make_batch(data, chunk, grad_accum=1, pad_id=tokenizer.pad_token_id,
+    # Fixed-size chunks (the last filled up with copies, left out of the sum): one shape per
+    # length bucket, not one more for a short last batch.
+    for chunk, filled in fixed_size_chunks(np.arange(len(data)), batch_size):
+        batch = make_batch(data, filled, grad_accum=1, pad_id=tokenizer.pad_token_id,
                            max_length=model.cfg.n_positions)  # fmt: skip
-        total += float(jnp.sum(_rewards(graphdef, state, batch.tokens[0], batch.attention_mask[0])))
+        rewards = _rewards(graphdef, state, batch.tokens[0], batch.attention_mask[0])
+        total += float(jnp.sum(rewards[: len(chunk)]))
     return total / max(len(data), 1), len(data)
 
 
