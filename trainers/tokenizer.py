@@ -16,8 +16,13 @@ and hub names go to `transformers.AutoTokenizer`, imported only then.
 
 The word-level pre-tokenizer keeps newlines as tokens, drops other white space, and splits off
 ". , ? : ;" and the possessive "'s" (names keep inner apostrophes and hyphens: "D'Arcy's" ->
-"D'Arcy" + "'s"). `detokenize` undoes the spacing that a word-level decode inserts, so decoded
-completions read (and score) like the originals.
+"D'Arcy" + "'s"). Its decoder, saved in tokenizer.json, writes the text back with one space
+between tokens except before ". , ? : ; 's", and none around newlines, "<|endoftext|>" and
+"<|pad|>", so `tokenizers`, `transformers` and TRL decode completions exactly as the task wrote
+them (text with other spacing, e.g. two spaces or " ." or "a,b", comes back normalised to
+that). tokenizer.json files saved before the decoder existed get it when loaded by
+`load_tokenizer` (their ids are unchanged); `detokenize` still fixes decoded text of such a file
+loaded by other means.
 """
 
 from __future__ import annotations
@@ -29,7 +34,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, overload
 
-from tokenizers import Regex, Tokenizer, models, pre_tokenizers
+from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
@@ -44,6 +49,23 @@ _PRE_TOKENIZER = pre_tokenizers.Sequence(
         pre_tokenizers.Split(Regex(r"'s(?![\w'-])|[.,?:;]"), behavior="isolated"),
     ]
 )
+# Token ids -> text: the inverse of _PRE_TOKENIZER on the text the task writes. WordPiece (with a
+# continuation prefix no token has: the pre-tokenizer drops spaces) puts " " before every token
+# but the first; Replace removes it again from a token that is exactly a punctuation mark, "'s",
+# a newline, EOS or PAD (a per-token regex anchored with \A and \z: "^" and "$" also match at
+# newlines in Oniguruma), and, once Fuse has joined the tokens, after a newline, EOS or PAD.
+_GLUED_LEFT = "|".join([r"[.,?:;\n]", "'s", re.escape(EOS), re.escape(PAD)])
+_GLUED_RIGHT = ("\n", EOS, PAD)
+_DECODER = decoders.Sequence(
+    [
+        decoders.WordPiece(prefix=" ", cleanup=False),
+        decoders.Replace(Regex(rf"\A (?=(?:{_GLUED_LEFT})\z)"), ""),
+        decoders.Fuse(),
+        *(decoders.Replace(token + " ", token) for token in _GLUED_RIGHT),
+    ]
+)
+# detokenize(): the same spacing rules for text decoded without _DECODER (tokenizer.json saved
+# before it existed, loaded other than through load_tokenizer).
 _SPACE_BEFORE = re.compile(r" (?=[.,?:;]|'s(?![\w'-]))")
 _AROUND_NEWLINE = re.compile(r" ?\n ?")
 
@@ -172,6 +194,7 @@ def word_tokenizer(words: Iterable[str]) -> FastTokenizer:
         vocab.setdefault(word, len(vocab))
     model = Tokenizer(models.WordLevel(vocab=vocab, unk_token=UNK))
     model.pre_tokenizer = _PRE_TOKENIZER
+    model.decoder = _DECODER
     return FastTokenizer(model, pad_token=PAD, eos_token=EOS, bos_token=EOS, unk_token=UNK)
 
 
@@ -190,12 +213,25 @@ def detokenize(text: str) -> str:
 def decode(tokenizer: FastTokenizer | PreTrainedTokenizerBase, ids: Iterable[int]) -> str:
     """Token ids -> text, without special tokens, spaced as the task writes it."""
     text = tokenizer.decode([int(i) for i in ids], skip_special_tokens=True)
-    return detokenize(text) if is_word_level(tokenizer) else text
+    if is_word_level(tokenizer) and tokenizer.backend_tokenizer.decoder is None:
+        return detokenize(text)  # a tokenizer.json saved before _DECODER, loaded by transformers
+    return text
 
 
 def is_word_level(tokenizer: FastTokenizer | PreTrainedTokenizerBase) -> bool:
     backend = getattr(tokenizer, "backend_tokenizer", None)
     return backend is not None and isinstance(backend.model, models.WordLevel)
+
+
+def _add_missing_decoder(backend: Tokenizer) -> None:
+    """Give a word-level tokenizer.json saved before _DECODER existed (our pre-tokenizer, no
+    decoder) the decoder, so it decodes exactly and saves with it. Its ids do not change."""
+    if backend.decoder is None and isinstance(backend.model, models.WordLevel):
+        pre_tokenizer = backend.pre_tokenizer
+        if pre_tokenizer is not None and (
+            pre_tokenizer.__getstate__() == _PRE_TOKENIZER.__getstate__()
+        ):
+            backend.decoder = _DECODER
 
 
 def save_tokenizer(
@@ -231,6 +267,7 @@ def _load_fast(folder: Path) -> FastTokenizer | None:
         if key in special and _token(value):
             special[key] = _token(value)
     backend = Tokenizer.from_file(str(folder / "tokenizer.json"))
+    _add_missing_decoder(backend)
     if tokenizer_class in _GPT2_CLASSES:  # GPT-2's defaults, as its tokenizer class sets them
         for key in ("bos_token", "eos_token", "unk_token"):
             special[key] = special[key] or EOS
