@@ -20,6 +20,7 @@ from typing import Any
 import jax
 import numpy as np
 from flax import nnx
+from tqdm.auto import tqdm
 
 from tasks.kinship import score
 from tasks.kinship.terms import family_of
@@ -38,6 +39,7 @@ def complete(
     max_new_tokens: int | None = None,
     temperature: float = 0.0,
     seed: int = 0,
+    progress: bool = False,
 ) -> list[str | None]:
     """Completions of `prompts` (greedy when `temperature` is 0), decoded as the task writes
     text, without the EOS.
@@ -46,7 +48,7 @@ def complete(
     at a time (a short last batch is filled with copies, so shapes repeat and each bucket
     compiles once), the rows split over all devices (`trainers.sampling.shard_rows`).
     `max_new_tokens` defaults to the room left in the context. A prompt that
-    leaves no room to answer gets None.
+    leaves no room to answer gets None. `progress`: a bar over the prompts.
     """
     graphdef, state = nnx.split(model)
     devices = jax.device_count()
@@ -58,6 +60,7 @@ def complete(
     order = [int(i) for i in np.argsort([len(e) for e in encoded], kind="stable")]
     order = [i for i in order if len(encoded[i]) < n_positions]
     key = jax.random.key(seed)
+    bar = tqdm(total=len(order), unit="prompt", desc="decoding", disable=not progress)
     for start in range(0, len(order), batch_size):
         chunk = order[start : start + batch_size]
         ids, mask = _left_pad([encoded[i] for i in chunk], batch_size, n_positions,
@@ -74,6 +77,8 @@ def complete(
         tokens, lengths = np.asarray(out.tokens), np.asarray(out.lengths)
         for row, index in enumerate(chunk):
             completions[index] = decode(tokenizer, tokens[row, : lengths[row]])
+        bar.update(len(chunk))
+    bar.close()
     return completions
 
 
@@ -135,10 +140,16 @@ def _sort_key(value: str) -> tuple[int, Any]:
 
 
 def evaluate(
-    model: Any, tokenizer: Any, records: Sequence[dict[str, Any]], *, batch_size: int = 64
+    model: Any,
+    tokenizer: Any,
+    records: Sequence[dict[str, Any]],
+    *,
+    batch_size: int = 64,
+    progress: bool = False,
 ) -> dict[str, Any]:
     """Greedy accuracy report (see `accuracy_report`) of `model` on `records`."""
-    completions = complete(model, tokenizer, [r["prompt"] for r in records], batch_size=batch_size)
+    prompts = [r["prompt"] for r in records]
+    completions = complete(model, tokenizer, prompts, batch_size=batch_size, progress=progress)
     return accuracy_report(records, completions)
 
 

@@ -144,11 +144,16 @@ def dpo_method(config: DPOConfig) -> Method:
 
 
 def prepare_dpo(
-    config: DPOConfig, data_dir: str | Path, run_dir: str | Path, init: str | None = None
+    config: DPOConfig,
+    data_dir: str | Path,
+    run_dir: str | Path,
+    init: str | None = None,
+    *,
+    progress: bool = False,
 ) -> OfflineSetup:
     """Every check of the user's input (ValueError), the run folder, the data and the cached
     reference log-probs."""
-    return prepare_offline(dpo_method(config), config, data_dir, run_dir, init)
+    return prepare_offline(dpo_method(config), config, data_dir, run_dir, init, progress=progress)
 
 
 def run_dpo(
@@ -170,5 +175,5 @@ def train_dpo(
     `validation`; resume if `run_dir` holds a crashed run of this config. `init`: a run
     folder or HF GPT-2 folder / name (default a fresh `config.preset` model). Returns the
     last train and held-out metrics."""
-    setup = prepare_dpo(config, data_dir, run_dir, init)
+    setup = prepare_dpo(config, data_dir, run_dir, init, progress=progress)
     return run_dpo(config, setup, run_dir, progress=progress)

@@ -186,11 +186,16 @@ def kto_method(config: KTOConfig) -> Method:
 
 
 def prepare_kto(
-    config: KTOConfig, data_dir: str | Path, run_dir: str | Path, init: str | None = None
+    config: KTOConfig,
+    data_dir: str | Path,
+    run_dir: str | Path,
+    init: str | None = None,
+    *,
+    progress: bool = False,
 ) -> OfflineSetup:
     """Every check of the user's input (ValueError), the run folder, the data (with its
     mismatched pairs) and the cached reference log-probs."""
-    return prepare_offline(kto_method(config), config, data_dir, run_dir, init)
+    return prepare_offline(kto_method(config), config, data_dir, run_dir, init, progress=progress)
 
 
 def run_kto(
@@ -219,5 +224,5 @@ def train_kto(
     """Train on the `train` split of a `kinrl generate --kind feedback` folder (held-out:
     `validation`); resume a crashed run of this config. Returns the last metrics (see
     `run_kto`)."""
-    setup = prepare_kto(config, data_dir, run_dir, init)
+    setup = prepare_kto(config, data_dir, run_dir, init, progress=progress)
     return run_kto(config, setup, run_dir, progress=progress)

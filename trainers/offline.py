@@ -31,6 +31,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 from flax import nnx
+from tqdm.auto import tqdm
 
 from tasks.fields import documented
 from trainers.data import TokenizedSplit, fixed_size_chunks, make_batch
@@ -108,8 +109,8 @@ class OfflineConfig:
     save_interval: int = documented("steps between checkpoints (and the last)", default=500)
     keep_checkpoints: int = documented("checkpoints kept on disk, >= 1", default=2)
     length_grouping: int = documented(
-        "batches per length-sorted window, >= 1 (unpacked layouts; packed pairs are plainly "
-        "shuffled: rows of mixed lengths pack tighter)",
+        "batches per length-sorted window, >= 1 (unpacked layouts only; packed pairs are "
+        "instead dealt to micro-batches by length, which packs their rows tighter)",
         default=8,
     )
     reference_batch_size: int = documented("sequences per reference forward, >= 1", default=64)
@@ -236,11 +237,12 @@ def reference_logps(
     batch_size: int,
     pad_id: int,
     max_length: int,
+    progress: bool = False,
 ) -> np.ndarray:
     """(len(data),) float32 summed completion log-probs of every sequence under `state`.
 
     Sequences go sorted by length in fixed-size, bucket-padded batches (the last one filled
-    with copies), so only a handful of shapes compile."""
+    with copies), so only a handful of shapes compile. `progress`: a bar over the sequences."""
     out = np.zeros(len(data), np.float32)
     pending = []
     for chunk, padded in fixed_size_chunks(np.argsort(data.lengths, kind="stable"), batch_size):
@@ -249,8 +251,11 @@ def reference_logps(
             graphdef, state, batch.tokens[0], batch.attention_mask[0], batch.loss_mask[0]
         )
         pending.append((chunk, sums))
-    for chunk, sums in pending:  # one host sync at the end, not one per batch
+    bar = tqdm(total=len(data), unit="seq", desc="reference log-probs", disable=not progress)
+    for chunk, sums in pending:  # results come back as the queued batches finish
         out[chunk] = np.asarray(sums)[: len(chunk)]
+        bar.update(len(chunk))
+    bar.close()
     _reference_forward.clear()  # a one-off pass: free its programs' scratch memory
     return out
 
@@ -270,19 +275,23 @@ def packed_reference_logps(
     *,
     batch_size: int,
     pad_id: int,
+    progress: bool = False,
 ) -> np.ndarray:
     """`reference_logps` of a split of pairs (`SequencePairs.sequences`: sequence i and i + N
     share a prompt), computed on packed rows of `batch_size` examples (`packed_chunks`: one
-    shape, one compilation): (len(data),) float32 in the same order."""
+    shape, one compilation): (len(data),) float32 in the same order. `progress`: a bar."""
     pairs = SequencePairs(data, np.ones(len(data) // 2, bool))
     n = len(pairs)
     out = np.zeros(len(data), np.float32)
     pending = []
     for batch, chunk in packed_chunks(pairs, None, batch_size, pad_id):
         pending.append((chunk, _packed_reference_forward(graphdef, state, batch)))
-    for chunk, sums in pending:  # one host sync at the end, not one per batch
+    bar = tqdm(total=n, unit="pair", desc="reference log-probs", disable=not progress)
+    for chunk, sums in pending:  # results come back as the queued batches finish
         sums = np.asarray(sums)
         out[chunk], out[chunk + n] = sums[0, : len(chunk)], sums[1, : len(chunk)]
+        bar.update(len(chunk))
+    bar.close()
     _packed_reference_forward.clear()  # a one-off pass: free its programs' scratch memory
     return out
 

@@ -121,9 +121,12 @@ def prepare_offline(
     data_dir: str | Path,
     run_dir: str | Path,
     init: str | None = None,
+    *,
+    progress: bool = False,
 ) -> OfflineSetup:
     """Every check of the user's input (ValueError), then the run folder, the data and the
-    reference log-probs (computed once with the initial model, or read from the cache)."""
+    reference log-probs (computed once with the initial model, or read from the cache; with a
+    progress bar if `progress`)."""
     data_config = read_data_config(data_dir, method.data_kind)
     split_path(data_dir, "train")
     mesh = make_mesh(config.fsdp_devices)
@@ -140,8 +143,6 @@ def prepare_offline(
     locale = data_config.get("config", {}).get("locale", "en_US")
     model, cfg, tokenizer = _initial_model(config, init, locale)
     model, cfg = method.prepare_model(model, cfg, config.seed)
-    if fresh and jax.process_index() == 0:
-        create_run(run, {**record, "model": dataclasses.asdict(cfg)}, tokenizer)
     train = _load(method, data_dir, "train", tokenizer, None, cfg.n_positions)
     step_examples = config.batch_size * config.grad_accum
     if len(train) < step_examples:
@@ -151,6 +152,10 @@ def prepare_offline(
     if has_split(data_dir, "validation"):
         validation = _load(method, data_dir, "validation", tokenizer, config.eval_examples,
                            cfg.n_positions)  # fmt: skip
+    # Only now, with every check of the input passed: a rejected command leaves no run folder
+    # behind that would block the corrected one.
+    if fresh and jax.process_index() == 0:
+        create_run(run, {**record, "model": dataclasses.asdict(cfg)}, tokenizer)
     start = time.perf_counter()
     references: dict[str, np.ndarray] = {}
     if method.needs_reference:
@@ -162,11 +167,12 @@ def prepare_offline(
             compute = functools.partial(
                 packed_reference_logps, graphdef, state,
                 batch_size=max(config.reference_batch_size // 2, 1), pad_id=tokenizer.pad_token_id,
+                progress=progress,
             )  # fmt: skip
         else:
             compute = functools.partial(
                 reference_logps, graphdef, state, batch_size=config.reference_batch_size,
-                pad_id=tokenizer.pad_token_id, max_length=cfg.n_positions,
+                pad_id=tokenizer.pad_token_id, max_length=cfg.n_positions, progress=progress,
             )  # fmt: skip
         # Keyed on the data and on the reference weights: a run resumed after its --init run
         # was retrained recomputes them instead of training against stale ones.

@@ -210,11 +210,18 @@ def read_reward_offset(run_dir: str | Path) -> float:
 
 
 def prepare_reward_model(
-    config: RewardModelConfig, data_dir: str | Path, run_dir: str | Path, init: str | None = None
+    config: RewardModelConfig,
+    data_dir: str | Path,
+    run_dir: str | Path,
+    init: str | None = None,
+    *,
+    progress: bool = False,
 ) -> OfflineSetup:
     """Every check of the user's input (ValueError), the run folder (model with a value head)
     and the data."""
-    return prepare_offline(reward_model_method(config), config, data_dir, run_dir, init)
+    return prepare_offline(
+        reward_model_method(config), config, data_dir, run_dir, init, progress=progress
+    )
 
 
 def run_reward_model(
@@ -249,5 +256,5 @@ def train_reward_model(
     """Train on the `train` split of a `kinrl generate --kind preference` folder (held-out:
     `validation`), then store the reward offset. `init`: a run folder or HF GPT-2 folder /
     name (default a fresh `config.preset` trunk). Returns the last metrics and the offset."""
-    setup = prepare_reward_model(config, data_dir, run_dir, init)
+    setup = prepare_reward_model(config, data_dir, run_dir, init, progress=progress)
     return run_reward_model(config, setup, run_dir, progress=progress)

@@ -317,8 +317,10 @@ def open_run(
 ) -> _Setup:
     """Create the run folder, or check that an existing one holds this very run (to resume).
 
-    ValueError for a data folder of the wrong kind or without a train split, an unreadable
-    init, or a run folder that was started with a different config or data.
+    ValueError for a data folder of the wrong kind or without a train split, too few training
+    examples for one step, an unreadable init, or a run folder that was started with a
+    different config or data; every check comes before the folder is created, so a rejected
+    command leaves nothing that would block the corrected one.
     """
     data_config = read_data_config(data_dir)
     split_path(data_dir, "train")
@@ -334,14 +336,18 @@ def open_run(
         tokenizer = kinship_tokenizer(data_config["config"].get("locale", "en_US"))
         model_cfg = config.model_config(len(tokenizer))
         model = init_model(model_cfg, config.seed)
-    if not (run / "config.json").exists() and jax.process_index() == 0:
-        create_run(run, {**record, "model": dataclasses.asdict(model_cfg)}, tokenizer)
     max_length = model_cfg.n_positions
     train = tokenize_examples(load_records(data_dir, "train"), tokenizer, max_length)
+    step_examples = config.batch_size * config.grad_accum
+    if len(train) < step_examples:  # checked before the run folder exists: a rerun can fix it
+        raise ValueError(f"batch_size * grad_accum = {step_examples} exceeds the {len(train)} "
+                         "training examples that fit the context")  # fmt: skip
     validation = None
     if has_split(data_dir, "validation"):
         records = load_records(data_dir, "validation")[: config.eval_examples]
         validation = tokenize_examples(records, tokenizer, max_length)
+    if not (run / "config.json").exists() and jax.process_index() == 0:
+        create_run(run, {**record, "model": dataclasses.asdict(model_cfg)}, tokenizer)
     return _Setup(tokenizer, model_cfg, model, train, validation)
 
 
