@@ -12,7 +12,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from tokenizers import Tokenizer
 from tokenizers.decoders import DecodeStream
@@ -276,6 +276,7 @@ def _written(tokens: list[str]) -> str:
 
 
 _WORDS = vocabulary("en_US,en_IE,de_DE,fr_FR,it_IT")
+_WORD_SET = frozenset(_WORDS)
 
 
 @pytest.fixture(scope="module")
@@ -286,6 +287,9 @@ def wide_tokenizer() -> FastTokenizer:
 @settings(max_examples=300, deadline=None)
 @given(st.lists(st.sampled_from([*_WORDS, EOS, PAD, UNK, "'s", "\n", "."]), max_size=30))
 def test_any_token_sequence_written_as_the_task_writes_round_trips(wide_tokenizer, tokens):
+    # The task writes the possessive only right after a name ("Ann's"); "'s's" splits
+    # differently, and no record holds it.
+    assume(all(t != "'s" or (i and tokens[i - 1] in _WORD_SET) for i, t in enumerate(tokens)))
     text = _written(tokens)
     ids = wide_tokenizer(text, add_special_tokens=False)["input_ids"]
     assert wide_tokenizer.convert_ids_to_tokens(ids) == tokens
