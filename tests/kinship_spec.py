@@ -1,4 +1,4 @@
-"""An independent checker of the kinship data contract (`/work/shared/spec/kinship.md`).
+"""An independent checker of the kinship data contract (`docs/spec/kinship.md`).
 
 Written from the spec alone, without reading the generator's relation code, so that the two
 implementations can catch each other's mistakes. It favours a literal transcription of every

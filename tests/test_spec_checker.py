@@ -1,5 +1,5 @@
 """Tests of the independent spec checker (`tests/kinship_spec.py`) and, through it, of the
-kinship generator's records against the contract in `/work/shared/spec/kinship.md`."""
+kinship generator's records against the contract in `docs/spec/kinship.md`."""
 
 from __future__ import annotations
 

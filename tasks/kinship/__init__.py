@@ -1,4 +1,4 @@
-"""The kinship task: family trees in text, questions with exact answers (shared/spec/kinship.md).
+"""The kinship task: family trees in text, questions with exact answers (docs/spec/kinship.md).
 
 Public API:
     KinshipConfig, LEVELS        the knobs and the ten difficulty presets

@@ -247,7 +247,8 @@ def dataset_card(summary: dict[str, Any]) -> str:
         "",
         "Procedurally generated family trees described in text, with questions whose answers are "
         "computed from the graph. Every record satisfies the kinship spec "
-        "(`shared/spec/kinship.md`); score completions with `tasks.kinship.score`.",
+        "(`docs/spec/kinship.md` in the kinrl repository); score completions with "
+        "`tasks.kinship.score`.",
         "",
         "```python",
         "import datasets",

@@ -51,7 +51,7 @@ class _Question:
 def make_example(
     config: KinshipConfig, seed: int, index: int, split: str = "train"
 ) -> dict[str, Any]:
-    """One record satisfying `shared/spec/kinship.md`, as a JSON-ready dict."""
+    """One record satisfying `docs/spec/kinship.md`, as a JSON-ready dict."""
     rng = item_rng(seed, index)
     pool = name_pool(config.locale, config.name_pool)
     shape = config.shape
