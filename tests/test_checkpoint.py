@@ -78,6 +78,40 @@ def test_killed_run_resumes_to_the_uninterrupted_metrics(tmp_path, data_dir, con
     assert kept == [8, 12]  # keep_checkpoints=2: the newest two
 
 
+def test_a_damaged_latest_checkpoint_is_set_aside_and_the_run_resumes_before_it(
+    tmp_path, data_dir, config, monkeypatch, capsys
+):
+    """A crash after checkpoint 8 with checkpoint 8 damaged on disk: the rerun moves it to
+    checkpoints-damaged/, says so in one line, resumes from checkpoint 4 and ends with the
+    uninterrupted run's weights."""
+    train_sft(config, data_dir, tmp_path / "straight", progress=False)
+    original_next = BatchIterator.__next__
+
+    def dying_next(self):
+        if self.position == 10:
+            raise Crash
+        return original_next(self)
+
+    monkeypatch.setattr(BatchIterator, "__next__", dying_next)
+    with pytest.raises(Crash):
+        train_sft(config, data_dir, tmp_path / "run", progress=False)
+    model_item = tmp_path / "run" / "checkpoints" / "8" / "model"
+    for path in model_item.rglob("*"):
+        if path.is_file():
+            path.write_bytes(b"garbage")  # every file of the model item unreadable
+    monkeypatch.setattr(BatchIterator, "__next__", original_next)
+    capsys.readouterr()
+    summary = train_sft(config, data_dir, tmp_path / "run", progress=False)
+    warning = capsys.readouterr().err
+    assert "checkpoint 8 cannot be read" in warning and "resuming from the one before" in warning
+    assert summary["resumed_from"] == 4
+    assert (tmp_path / "run" / "checkpoints-damaged" / "8").is_dir()
+    straight = load_file(tmp_path / "straight" / "hf" / "model.safetensors")
+    again = load_file(tmp_path / "run" / "hf" / "model.safetensors")
+    for name, array in straight.items():
+        np.testing.assert_array_equal(again[name], array, err_msg=name)
+
+
 def test_resume_refuses_a_different_config(tmp_path, data_dir, config):
     short = SFTConfig(**{**config.to_dict(), "steps": 4, "save_interval": 2})
     train_sft(short, data_dir, tmp_path / "run", progress=False)

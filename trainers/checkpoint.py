@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -114,6 +115,12 @@ def check_same_run(run_dir: str | Path, record: dict[str, Any]) -> None:
         )
 
 
+def _first_line(error: Exception, limit: int = 200) -> str:
+    """An exception as one short line (Orbax/tensorstore messages span pages)."""
+    text = (str(error).strip().splitlines() or [type(error).__name__])[0]
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 class Checkpoints:
     """The Orbax checkpoints of a run: save after step N, restore the latest, keep the last K."""
 
@@ -121,8 +128,8 @@ class Checkpoints:
         options = ocp.CheckpointManagerOptions(
             max_to_keep=keep, create=True, enable_async_checkpointing=False
         )
-        directory = (Path(run_dir) / "checkpoints").absolute()
-        self.manager = ocp.CheckpointManager(directory, options=options)
+        self.directory = (Path(run_dir) / "checkpoints").absolute()
+        self.manager = ocp.CheckpointManager(self.directory, options=options)
 
     def latest_step(self) -> int | None:
         return self.manager.latest_step()
@@ -149,6 +156,32 @@ class Checkpoints:
         )
         restored = self.manager.restore(step, args=args)
         return restored.model, restored.optimizer, restored.meta
+
+    def restore_latest(
+        self, abstract_state: Any, abstract_opt_state: Any
+    ) -> tuple[int, nnx.State, Any, dict[str, Any]] | None:
+        """(step, state, opt_state, meta) of the newest checkpoint that can be read, or None
+        when there is none. A damaged newer checkpoint (a crash mid-write on a filesystem
+        without atomic renames, a disk error) is moved aside to `checkpoints-damaged/` with
+        a warning, so the run resumes from the one before and can save that step again."""
+        for step in sorted(self.manager.all_steps(), reverse=True):
+            try:
+                return (step, *self.restore(step, abstract_state, abstract_opt_state))
+            except Exception as error:  # Orbax/tensorstore errors vary by what is broken
+                reason = _first_line(error)
+            aside = self.directory.parent / "checkpoints-damaged" / str(step)
+            if jax.process_index() == 0:
+                aside.parent.mkdir(exist_ok=True)
+                shutil.rmtree(aside, ignore_errors=True)
+                os.replace(self.directory / str(step), aside)
+            if jax.process_count() > 1:
+                multihost_utils.sync_global_devices(f"kinrl damaged checkpoint {step}")
+            self.manager.reload()
+            print(f"kinrl: checkpoint {step} cannot be read ({reason}); moved it to {aside} "
+                  "and resuming from the one before", file=sys.stderr)  # fmt: skip
+        if self.manager.all_steps():
+            raise ValueError(f"no checkpoint of {self.directory} can be read")
+        return None
 
     def restore_model(self, step: int, abstract_state: Any) -> nnx.State:
         """Only the model state of checkpoint `step` (for evaluation and sampling)."""
@@ -182,7 +215,8 @@ def load_run(run_dir: str | Path, step: int | None = None) -> tuple[GPT, GPTConf
         try:
             state = checkpoints.restore_model(step, abstract_state)
         except Exception as error:  # Orbax/tensorstore errors vary by what is broken
-            raise ValueError(f"{run_dir}: checkpoint {step} cannot be read ({error})") from None
+            reason = _first_line(error)
+            raise ValueError(f"{run_dir}: checkpoint {step} cannot be read ({reason})") from None
     finally:
         checkpoints.close()
     return nnx.merge(graphdef, state), cfg, tokenizer

@@ -222,15 +222,15 @@ def place(method: Method, config: OfflineConfig, model: GPT, mesh: Mesh,
     state_sh = state_shardings(state, mesh, config.shard_params)
     abstract_opt = jax.eval_shape(optimizer.init, state)
     opt_sh = state_shardings(abstract_opt, mesh, config.shard_params)
-    step = checkpoints.latest_step()
-    if step is None:
+    restored = checkpoints.restore_latest(
+        abstract_with_shardings(state, state_sh), abstract_with_shardings(abstract_opt, opt_sh)
+    )
+    if restored is None:
+        step, position = None, 0
         state = put_global(state, state_sh)
-        opt_state, position = jax.jit(optimizer.init, out_shardings=opt_sh)(state), 0
+        opt_state = jax.jit(optimizer.init, out_shardings=opt_sh)(state)
     else:
-        state, opt_state, meta = checkpoints.restore(
-            step, abstract_with_shardings(state, state_sh),
-            abstract_with_shardings(abstract_opt, opt_sh),
-        )  # fmt: skip
+        step, state, opt_state, meta = restored
         position = meta["data_position"]
     train_step = CompiledPerShape(jax.jit(
         functools.partial(method.step, optimizer=optimizer), static_argnums=0,
