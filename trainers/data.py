@@ -58,16 +58,34 @@ def has_split(data_dir: str | Path, split: str) -> bool:
     return any((Path(data_dir) / f"{split}{suffix}").is_file() for suffix in (".jsonl", ".parquet"))
 
 
-def load_records(data_dir: str | Path, split: str) -> list[dict[str, Any]]:
-    """All records of one split of a `kinship/examples` folder."""
-    read_data_config(data_dir)
+def load_records(
+    data_dir: str | Path, split: str, kind: str = EXAMPLES_KIND
+) -> list[dict[str, Any]]:
+    """All records of one split of a dataset folder of `kind` (ValueError for another kind,
+    or for a file that does not parse, naming the file and the line)."""
+    read_data_config(data_dir, kind)
     path = split_path(data_dir, split)
     if path.suffix == ".parquet":
+        import pyarrow as pa
         import pyarrow.parquet as pq
 
-        return pq.read_table(path).to_pylist()
+        try:
+            return pq.read_table(path).to_pylist()
+        except (OSError, pa.ArrowException) as error:
+            raise ValueError(f"{path} is not a readable parquet file ({error})") from None
+    records = []
     with path.open(encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]
+        for number, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as error:
+                raise ValueError(f"{path} line {number} is not valid JSON ({error})") from None
+            if not isinstance(record, dict):
+                raise ValueError(f"{path} line {number} is not a JSON object")
+            records.append(record)
+    return records
 
 
 @dataclass(frozen=True)

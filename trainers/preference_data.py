@@ -27,7 +27,6 @@ Two step-batch layouts:
 from __future__ import annotations
 
 import functools
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,11 +40,10 @@ from trainers.data import (
     deal_by_length,
     epoch_order,
     fixed_size_chunks,
+    load_records,
     make_batch,
     pack_rows,
-    read_data_config,
     round_up,
-    split_path,
 )
 
 PREFERENCE_KIND = "kinship/preference"
@@ -56,15 +54,8 @@ FEEDBACK_KIND = "kinship/feedback"
 
 
 def load_feedback_records(data_dir: str | Path, split: str, kind: str) -> list[dict[str, Any]]:
-    """All records of one split of a dataset folder of `kind` (ValueError for another kind)."""
-    read_data_config(data_dir, kind)
-    path = split_path(data_dir, split)
-    if path.suffix == ".parquet":
-        import pyarrow.parquet as pq
-
-        return pq.read_table(path).to_pylist()
-    with path.open(encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]
+    """All records of one split of a dataset folder of `kind` (`trainers.data.load_records`)."""
+    return load_records(data_dir, split, kind)
 
 
 @dataclass(frozen=True)
