@@ -11,6 +11,8 @@ import dataclasses
 import functools
 import importlib
 import json
+import math
+import os
 import sys
 import typing
 from collections.abc import Sequence
@@ -136,7 +138,9 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="train on the training name pool; test_names held out",
     )
-    gen.add_argument("--overwrite", action="store_true", help="replace a non-empty --out folder")
+    gen.add_argument(
+        "--overwrite", action="store_true", help="replace an --out folder of a kinrl dataset"
+    )
     gen.add_argument("--quiet", action="store_true", help="no progress bar")
     _add_config_options(gen, KinshipConfig)
     fb = gen.add_argument_group("feedback (with --kind preference or feedback)")
@@ -167,8 +171,22 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM during `kinrl generate`: shut down like Ctrl-C (workers, temporary folder)."""
+
+
+def _on_sigterm(signum: int, frame: Any) -> NoReturn:
+    import signal
+
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # once: let the cleanup finish
+    raise _Terminated
+
+
 def _run_generate(args: argparse.Namespace) -> int:
-    from tasks.io import check_output_folder
+    import signal
+    import threading
+
+    from tasks.io import OutputError, check_output_folder
     from tasks.kinship.dataset import generate_dataset
     from tasks.kinship.generator import GenerationError
     from tasks.kinship.splits import Holdouts, plan_splits
@@ -189,6 +207,8 @@ def _run_generate(args: argparse.Namespace) -> int:
         feedback = _feedback_config(args) if args.kind != "examples" else None
     except ValueError as error:
         raise UsageError(_as_option(str(error).splitlines()[0])) from None
+    main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _on_sigterm) if main_thread else None
     try:
         summary = generate_dataset(
             args.out,
@@ -205,8 +225,14 @@ def _run_generate(args: argparse.Namespace) -> int:
             overwrite=args.overwrite,
             progress=not args.quiet,
         )
-    except GenerationError as error:
+    except (GenerationError, OutputError) as error:
         raise UsageError(str(error)) from None
+    except _Terminated:
+        print("kinrl: terminated; no output was written", file=sys.stderr)
+        return 143
+    finally:
+        if main_thread:  # None: a handler not installed from Python; restore the default
+            signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
     counts = ", ".join(f"{name} {count}" for name, count in summary["counts"].items())
     print(f"wrote {args.out}: {counts}")
     return 0
@@ -305,24 +331,62 @@ def _start_jax(host_devices: bool = False) -> None:
     enable_compilation_cache()
 
 
+def _check_hosts(args: argparse.Namespace) -> None:
+    """The several-hosts options, checked before `jax.distributed` sees them."""
+    n, i, address = args.num_processes, args.process_id, args.coordinator_address
+    if n is None and i is None and address is None:
+        return
+    host, _, port = (address or "").rpartition(":")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise UsageError(f"--coordinator-address must be HOST:PORT (got {address!r})")
+    if n is None or i is None:
+        raise UsageError("--num-processes and --process-id go with --coordinator-address")
+    if i >= n:
+        raise UsageError(f"--process-id must be in 0..{n - 1} (got {i})")
+
+
+def _train_config(config_class: type, args: argparse.Namespace) -> Any:
+    """The config of a train command. A warm-up left at its default shrinks to fit a short
+    run (`--steps 5` gets 4 warm-up steps, not an error about a default never given)."""
+    overrides = _config_overrides(args, config_class)
+    default = {f.name: f.default for f in dataclasses.fields(config_class)}
+    steps = overrides.get("steps", default["steps"])
+    if "warmup_steps" not in overrides and isinstance(steps, int) and steps >= 1:
+        overrides["warmup_steps"] = min(default["warmup_steps"], steps - 1)
+    return config_class(**overrides)
+
+
+def _setup_error(error: Exception, config_class: type, out: str) -> UsageError:
+    """A check of the input failed (ValueError), or the run folder cannot be made (OSError)."""
+    if isinstance(error, OSError):
+        return UsageError(f"--out {out}: cannot write there ({error.strerror or error})")
+    return UsageError(_field_as_option(str(error).splitlines()[0], config_class))
+
+
+def _shown(summary: dict[str, Any]) -> dict[str, Any]:
+    """A run summary for the terminal: floats to 4 significant digits (a final learning rate
+    of 1.2e-05 stays 1.2e-05)."""
+    return {k: float(f"{v:.4g}") if isinstance(v, float) else v for k, v in summary.items()}
+
+
 def _run_train_sft(args: argparse.Namespace) -> int:
     from trainers.sft import SFTConfig, prepare_sft, run_sft
     from trainers.sharding import initialize_distributed
 
     _start_jax()
+    _check_hosts(args)
     initialize_distributed(args.coordinator_address, args.num_processes, args.process_id)
     try:  # every check of the user's input happens here, before any training
-        config = SFTConfig(**_config_overrides(args, SFTConfig))
+        config = _train_config(SFTConfig, args)
         mesh, setup = prepare_sft(config, args.data, args.out, args.init)
-    except ValueError as error:
-        raise UsageError(_field_as_option(str(error).splitlines()[0], SFTConfig)) from None
+    except (ValueError, OSError) as error:
+        raise _setup_error(error, SFTConfig, args.out) from None
     try:
         summary = run_sft(config, setup, mesh, args.out, progress=not args.quiet)
     except KeyboardInterrupt:
         print("kinrl: interrupted; rerun the same command to resume", file=sys.stderr)
         return 130
-    shown = {k: round(v, 4) if isinstance(v, float) else v for k, v in summary.items()}
-    print(f"trained {args.out}: {json.dumps(shown)}")
+    print(f"trained {args.out}: {json.dumps(_shown(summary))}")
     return 0
 
 
@@ -376,19 +440,19 @@ def _run_train_preference(name: str, args: argparse.Namespace) -> int:
 
     _start_jax()
     config_class, prepare, run = _preference_trainer(name)
+    _check_hosts(args)
     initialize_distributed(args.coordinator_address, args.num_processes, args.process_id)
     try:  # every check of the user's input happens here, before any training
-        config = config_class(**_config_overrides(args, config_class))
-        setup = prepare(config, args.data, args.out, args.init)
-    except ValueError as error:
-        raise UsageError(_field_as_option(str(error).splitlines()[0], config_class)) from None
+        config = _train_config(config_class, args)
+        setup = prepare(config, args.data, args.out, args.init, progress=not args.quiet)
+    except (ValueError, OSError) as error:
+        raise _setup_error(error, config_class, args.out) from None
     try:
         summary = run(config, setup, args.out, progress=not args.quiet)
     except KeyboardInterrupt:
         print("kinrl: interrupted; rerun the same command to resume", file=sys.stderr)
         return 130
-    shown = {k: round(v, 4) if isinstance(v, float) else v for k, v in summary.items()}
-    print(f"trained {args.out}: {json.dumps(shown)}")
+    print(f"trained {args.out}: {json.dumps(_shown(summary))}")
     return 0
 
 
@@ -416,6 +480,7 @@ def _add_eval_commands(commands: Any) -> None:
     ev.add_argument("--batch-size", type=_count, default=64, help="prompts decoded at once")
     ev.add_argument("--step", type=_count, metavar="N",
                     help="evaluate checkpoint N instead of the latest")  # fmt: skip
+    ev.add_argument("--quiet", action="store_true", help="no progress bar")
     ev.set_defaults(run=_run_eval)
     sample = commands.add_parser(
         "sample",
@@ -437,16 +502,23 @@ def _run_eval(args: argparse.Namespace) -> int:
     from trainers.data import load_records
 
     _start_jax(host_devices=True)  # decode the eval batch's rows on every core
+    if args.json:  # checked before the decoding, not after it
+        folder = os.path.dirname(os.path.abspath(args.json))
+        if not os.path.isdir(folder) or not os.access(folder, os.W_OK):
+            raise UsageError(f"--json {args.json}: its folder {folder} is missing or unwritable")
     try:
         model, _, tokenizer = load_run(args.run_dir, step=args.step)
         records = load_records(args.data, args.split)[: args.limit]
     except ValueError as error:
         raise UsageError(str(error).splitlines()[0]) from None
-    report = evaluate(model, tokenizer, records, batch_size=args.batch_size)
+    report = evaluate(model, tokenizer, records, batch_size=args.batch_size,
+                      progress=not args.quiet)  # fmt: skip
     report = {"run": args.run_dir, "data": args.data, "split": args.split, **report}
-    if args.json:
-        with open(args.json, "w", encoding="utf-8") as f:
+    if args.json:  # written whole or not at all
+        tmp = f"{args.json}.tmp"
+        with open(tmp, "w", encoding="utf-8") as f:
             f.write(json.dumps(report, indent=2) + "\n")
+        os.replace(tmp, args.json)
     print(json.dumps({k: v for k, v in report.items() if not k.startswith("by_")}))
     for name in ("by_question_type", "by_hops", "by_family"):
         cells = ", ".join(f"{k} {v['accuracy']:.3f} (n={v['n']})" for k, v in report[name].items())
@@ -459,8 +531,8 @@ def _run_sample(args: argparse.Namespace) -> int:
     from trainers.checkpoint import load_run
 
     _start_jax()
-    if args.temperature < 0:
-        raise UsageError(f"--temperature must be >= 0 (got {args.temperature})")
+    if not math.isfinite(args.temperature) or args.temperature < 0:
+        raise UsageError(f"--temperature must be a finite number >= 0 (got {args.temperature})")
     prompt = args.prompt.replace("\\n", "\n")
     prompt = prompt if prompt.endswith("\n") else prompt + "\n"
     try:
@@ -488,6 +560,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("kinrl: interrupted; no output was written", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `kinrl eval ... | head -1`: the reader left, which is fine
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 def _as_option(message: str) -> str:

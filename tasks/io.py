@@ -9,10 +9,12 @@ so an interrupted or failed run leaves nothing half-written.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import multiprocessing
 import os
 import shutil
+import signal
 import tempfile
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -143,18 +145,79 @@ def chunk_jobs(
             )
 
 
+class OutputError(ValueError):
+    """The output folder cannot be written or replaced (a one-line message naming --out)."""
+
+
+def dataset_kinds() -> frozenset[str]:
+    """The `kind`s of the dataset folders `kinrl generate` writes (config.json's "kind")."""
+    from tasks.kinship.dataset import KINDS  # late: tasks.kinship.dataset imports this module
+
+    return frozenset(f"kinship/{kind}" for kind in KINDS)
+
+
+def is_dataset_folder(folder: Path) -> bool:
+    """True if `folder` holds a config.json whose "kind" is one of `dataset_kinds()`."""
+    try:
+        config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(config, dict) and config.get("kind") in dataset_kinds()
+
+
+def _is_empty(out: Path) -> bool:
+    try:
+        return not any(out.iterdir())
+    except OSError as error:
+        raise OutputError(f"--out {out} cannot be read: {error.strerror or error}") from None
+
+
+def _replaceable(out: Path) -> None:
+    """Raise OutputError unless the existing folder `out` is empty or a dataset folder."""
+    if not _is_empty(out) and not is_dataset_folder(out):
+        raise OutputError(
+            f"--out folder {out} is not a kinrl dataset (no config.json of a dataset kind), "
+            "so it will not be replaced"
+        )
+
+
+def _probe(out: Path, folder: Path) -> None:
+    """Create and remove an empty folder in `folder` (the only test that holds for root)."""
+    try:
+        os.rmdir(tempfile.mkdtemp(prefix=".kinrl-probe-", dir=folder))
+    except OSError as error:
+        reason = f"cannot create a folder in {folder}: {error.strerror or error}"
+        raise OutputError(f"--out {out} is not writable ({reason})") from None
+
+
 def check_output_folder(out: str | Path, overwrite: bool) -> Path:
-    """Raise ValueError (naming --out) unless `out` can be created or replaced."""
+    """Raise OutputError (a ValueError naming --out) unless `out` can be created or replaced.
+
+    A non-empty folder is only replaced with `overwrite`, and only if it is a kinrl dataset
+    folder: a mistyped --out (".", "~", a project folder) must never lose anyone's files.
+    """
+    if str(out) == "":
+        raise OutputError("--out must be a folder path (got an empty string)")
     out = Path(out).resolve()
+    if not out.name:
+        raise OutputError(f"--out must be a folder below the file system root (got {out})")
     if out.exists() and not out.is_dir():
-        raise ValueError(f"--out must be a folder (got the file {out})")
-    if out.exists() and any(out.iterdir()) and not overwrite:
-        raise ValueError(f"--out folder {out} is not empty (pass --overwrite to replace it)")
+        raise OutputError(f"--out must be a folder (got the file {out})")
+    if out.is_dir():
+        if not overwrite and not _is_empty(out):
+            raise OutputError(f"--out folder {out} is not empty (pass --overwrite to replace it)")
+        _replaceable(out)
+        if os.path.ismount(out):
+            raise OutputError(f"--out {out} is a mount point, so it cannot be replaced")
+        _probe(out, out)
     parent = out.parent
     while not parent.exists():
         parent = parent.parent
-    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
-        raise ValueError(f"--out {out} is not writable (no write permission on {parent})")
+    if not parent.is_dir():
+        raise OutputError(f"--out {out} cannot be created ({parent} is not a folder)")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise OutputError(f"--out {out} is not writable (no write permission on {parent})")
+    _probe(out, parent)
     return out
 
 
@@ -163,23 +226,39 @@ def prepare_output(out: str | Path, overwrite: bool) -> Path:
     out = check_output_folder(out, overwrite)
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
     except OSError as error:
-        raise ValueError(f"--out {out} cannot be created: {error.strerror}") from None
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-    umask = os.umask(0)
-    os.umask(umask)
-    tmp.chmod(0o777 & ~umask)  # mkdtemp makes it private; the output should not be
+        raise OutputError(f"--out {out} cannot be created: {error.strerror or error}") from None
+    try:
+        umask = os.umask(0)
+        os.umask(umask)
+        tmp.chmod(0o777 & ~umask)  # mkdtemp makes it private; the output should not be
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     return tmp
 
 
 def commit_output(tmp: Path, out: Path) -> None:
-    """Move the finished temporary folder into place, replacing any old output."""
+    """Move the finished temporary folder into place, replacing any old output.
+
+    Only an empty folder or a dataset folder is replaced (checked again: the folder may have
+    changed during the run). On failure the old output is left as it was and OutputError is
+    raised; the caller removes `tmp`.
+    """
     out = out.resolve()
     old = None
-    if out.exists():
-        old = out.with_name(f".{out.name}.old-{os.getpid()}")
-        out.rename(old)
-    tmp.rename(out)
+    try:
+        if out.is_dir():
+            _replaceable(out)
+            old = out.with_name(f".{out.name}.old-{os.getpid()}")
+            out.rename(old)
+        tmp.rename(out)
+    except OSError as error:
+        if old is not None and not out.exists():
+            with contextlib.suppress(OSError):
+                old.rename(out)  # put the old output back
+        raise OutputError(f"--out {out} could not be replaced: {error.strerror or error}") from None
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
 
@@ -219,6 +298,27 @@ class SplitWriters:
         self._files.clear()
 
 
+def _ignore_sigint() -> None:
+    """Pool initializer: Ctrl-C is the parent's to handle (it shuts the pool down); a worker
+    interrupted mid-send would leave the pool's result handler blocked, and print a traceback."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def _start_pool(num_proc: int) -> Any:
+    """A spawn pool whose workers ignore SIGINT from their first instruction: an ignored signal
+    stays ignored through exec, so a Ctrl-C while they start up is not a traceback either (the
+    parent ignores it too for the moment it takes to launch them)."""
+    context = multiprocessing.get_context("spawn")
+    try:
+        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    except ValueError:  # not the main thread, which alone handles signals
+        return context.Pool(num_proc, initializer=_ignore_sigint)
+    try:
+        return context.Pool(num_proc, initializer=_ignore_sigint)
+    finally:
+        signal.signal(signal.SIGINT, signal.SIG_DFL if previous is None else previous)
+
+
 def run_jobs(jobs: list[ChunkJob], num_proc: int, total: int, progress: bool) -> Iterator[Chunk]:
     """Run chunk jobs in order, in this process or a pool, with a progress bar (rate, ETA)."""
     bar = tqdm(
@@ -236,8 +336,7 @@ def run_jobs(jobs: list[ChunkJob], num_proc: int, total: int, progress: bool) ->
                 bar.update(len(chunk.lines))
                 yield chunk
             return
-        context = multiprocessing.get_context("spawn")
-        with context.Pool(num_proc) as pool:
+        with _start_pool(num_proc) as pool:
             for chunk in pool.imap(run_chunk, jobs):
                 bar.update(len(chunk.lines))
                 yield chunk

@@ -81,3 +81,38 @@ def test_bad_input_is_one_line_and_status_2(tmp_path, data_dir, run_dir, capsys)
     busy.mkdir()
     (busy / "notes.txt").write_text("not a run")
     assert "not a run folder" in _error(capsys, [*train[:-1], str(busy)])
+
+
+def test_rejected_commands_leave_nothing_that_blocks_the_corrected_one(tmp_path, data_dir, capsys):
+    """A train command refused for its input (too few examples for a step, a folder that
+    cannot be written, bad several-hosts options) exits 2 with one line and creates no run
+    folder; eval checks --json's folder before decoding anything."""
+    out = tmp_path / "run"
+    train = ["train", "sft", "--data", str(data_dir), "--out", str(out), "--preset", "nano"]
+    assert "exceeds the" in _error(capsys, [*train, "--batch-size", "5000"])
+    assert not out.exists()
+    unwritable = ["train", "sft", "--data", str(data_dir), "--out", "/proc/kinrl-run"]
+    assert "--out /proc/kinrl-run: cannot write there" in _error(capsys, unwritable)
+    assert "--coordinator-address must be HOST:PORT" in _error(
+        capsys, [*train, "--num-processes", "2"]
+    )
+    hosts = ["--coordinator-address", "localhost:1234", "--num-processes", "2"]
+    assert "--process-id must be in 0..1" in _error(capsys, [*train, *hosts, "--process-id", "5"])
+    ev = ["eval", "--run", str(tmp_path), "--data", str(data_dir), "--json", "no/such/r.json"]
+    assert "--json no/such/r.json: its folder" in _error(capsys, ev)
+    sample = ["sample", "--run", str(tmp_path), "--prompt", "x", "--temperature", "nan"]
+    assert "--temperature must be a finite number >= 0" in _error(capsys, sample)
+
+
+def test_a_default_warm_up_shrinks_to_fit_a_short_run():
+    import argparse
+
+    from kinrl.cli import _train_config
+    from trainers.dpo import DPOConfig
+    from trainers.sft import SFTConfig
+
+    assert _train_config(SFTConfig, argparse.Namespace(steps=5)).warmup_steps == 4
+    assert _train_config(SFTConfig, argparse.Namespace(steps=5000)).warmup_steps == 100
+    assert _train_config(DPOConfig, argparse.Namespace(steps=1)).warmup_steps == 0
+    with pytest.raises(ValueError, match=r"warmup_steps must be in 0\.\.steps-1"):
+        _train_config(SFTConfig, argparse.Namespace(steps=5, warmup_steps=5))  # given: kept

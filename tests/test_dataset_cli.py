@@ -142,8 +142,122 @@ def test_output_that_is_a_file_or_not_empty(tmp_path: Path, capsys) -> None:
     code, _, stderr = run(capsys, "generate", "--out", str(full), "--quiet", "--n", "10")
     assert code == 2 and "--overwrite" in stderr
     assert (full / "keep.txt").exists()
-    assert main(["generate", "--out", str(full), "--quiet", "--n", "10", "--overwrite"]) == 0
-    assert not (full / "keep.txt").exists() and (full / "train.jsonl").exists()
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert main(["generate", "--out", str(empty), "--quiet", "--n", "10"]) == 0
+    assert (empty / "train.jsonl").exists()
+
+
+def one_line(stderr: str, *parts: str) -> bool:
+    lines = stderr.strip().splitlines()
+    return len(lines) == 1 and all(part in lines[0] for part in parts) and "Traceback" not in stderr
+
+
+def test_empty_out_is_rejected_and_the_current_folder_kept(tmp_path, capsys, monkeypatch) -> None:
+    (tmp_path / "keep.txt").write_text("x")
+    monkeypatch.chdir(tmp_path)
+    code, _, stderr = run(capsys, "generate", "--out", "", "--n", "10", "--overwrite", "--quiet")
+    assert code == 2 and one_line(stderr, "--out", "empty")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["keep.txt"]
+
+
+@pytest.mark.parametrize("config", [None, {"kind": "kinrl/run"}, "not json"])
+def test_overwrite_keeps_a_folder_that_is_not_a_dataset(tmp_path, capsys, monkeypatch, config):
+    project = tmp_path / "project"
+    (project / "src").mkdir(parents=True)
+    (project / "keep.txt").write_text("x")
+    if config is not None:
+        text = config if isinstance(config, str) else json.dumps(config)
+        (project / "config.json").write_text(text)
+    before = sorted(p.name for p in project.rglob("*"))
+    monkeypatch.chdir(project)
+    for out in (str(project), "."):
+        code, _, stderr = run(capsys, "generate", "--out", out, "--n", "10", "--overwrite")
+        assert code == 2 and one_line(stderr, "--out", "not a kinrl dataset", "not be replaced")
+    assert sorted(p.name for p in project.rglob("*")) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["project"]
+
+
+@pytest.mark.parametrize("kind", ["examples", "feedback"])
+def test_overwrite_replaces_a_previous_dataset(tmp_path: Path, kind: str) -> None:
+    out = tmp_path / "data"
+    args = ["generate", "--out", str(out), "--quiet", "--kind", kind]
+    assert main([*args, "--n", "10"]) == 0
+    (out / "notes.txt").write_text("x")
+    assert main([*args, "--n", "20", "--overwrite"]) == 0
+    assert json.loads((out / "config.json").read_text())["n"] == 20
+    assert not (out / "notes.txt").exists()
+    assert [p.name for p in tmp_path.iterdir()] == ["data"]  # no temporary or old folder
+
+
+@pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs Linux /proc")
+@pytest.mark.parametrize("out", ["/proc/kinrl-test", "/proc/kinrl-test/data", "/proc/self"])
+def test_unwritable_location_exits_2_with_one_line(capsys, out: str) -> None:
+    code, _, stderr = run(capsys, "generate", "--out", out, "--n", "10", "--quiet", "--overwrite")
+    assert code == 2 and one_line(stderr, "--out")
+
+
+def test_failure_to_replace_the_output_exits_2_and_keeps_it(tmp_path, capsys, monkeypatch):
+    out = tmp_path / "data"
+    assert main(["generate", "--out", str(out), "--n", "10", "--quiet"]) == 0
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    real = Path.rename
+
+    def rename(self, target):
+        if Path(target).name.startswith(".data.old-"):  # the commit moving the old output away
+            raise PermissionError(1, "Operation not permitted")
+        return real(self, target)
+
+    monkeypatch.setattr(Path, "rename", rename)
+    args = ["--n", "20", "--overwrite", "--quiet"]
+    code, _, stderr = run(capsys, "generate", "--out", str(out), *args)
+    assert code == 2 and one_line(stderr, "--out", "could not be replaced")
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    assert [p.name for p in tmp_path.iterdir()] == ["data"]
+
+
+def start_generate(out: Path, num_proc: int):
+    """`kinrl generate` in its own process group, returned once it has written a chunk."""
+    import subprocess
+    import sys
+    import time
+
+    args = ["generate", "--out", str(out), "--n", "200000", "--difficulty", "3", "--quiet"]
+    process = subprocess.Popen(
+        [sys.executable, "-m", "kinrl.cli", *args, "--num-proc", str(num_proc)],
+        start_new_session=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 60
+    while not list(out.parent.glob(f".{out.name}.tmp-*/train.jsonl")):
+        assert process.poll() is None and time.monotonic() < deadline, process.communicate()
+        time.sleep(0.05)
+    return process
+
+
+@pytest.mark.parametrize(
+    ("name", "num_proc", "code", "message"),
+    [("SIGTERM", 1, 143, "terminated"), ("SIGINT", 2, 130, "interrupted")],
+)
+def test_signal_mid_run_exits_cleanly_and_leaves_nothing(tmp_path, name, num_proc, code, message):
+    """SIGTERM, or Ctrl-C (SIGINT to the whole process group, as a terminal sends it, so pool
+    workers get it too): one line, no worker tracebacks, no hang, no temporary folder."""
+    import signal
+    import subprocess
+
+    out = tmp_path / "data"
+    process = start_generate(out, num_proc)
+    os.killpg(process.pid, getattr(signal, name))
+    try:
+        _, stderr = process.communicate(timeout=30)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.communicate()
+        raise AssertionError(f"kinrl generate hung after {name}") from None
+    assert process.returncode == code and one_line(stderr, message), stderr
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_failure_mid_run_leaves_no_output(tmp_path: Path, monkeypatch) -> None:
