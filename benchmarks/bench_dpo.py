@@ -27,20 +27,23 @@ rounds of the ratios ours/TRL of pairs/s and TRL/ours of peak memory, each round
 TRL run beside it (`--repeats`: the machine's speed drifts by tens of % between minutes).
 
 Measured on this project's machine (2 cores, 961,280 parameters on both sides), 2026-12-01,
-`--steps 200 --batch 16 --repeats 3`, torch at its default 2 threads (medians of 3 rounds):
+`--steps 200 --batch 16 --repeats 3`, torch at its default 2 threads (medians of 3 rounds; two
+such runs, the second after the dealing drew its groups at random):
 
 | ours | pairs/s vs TRL | counting our reference pass | TRL / ours peak RSS |
 |---|---|---|---|
-| cold compilation cache | 2.45x | 2.00x | 2.18 (~1,160 / ~535 MB) |
-| warm compilation cache | 2.62x | 2.12x | 2.22 (~1,160 / ~520 MB) |
+| cold compilation cache | 2.45x, 2.32x | 2.00x, 1.89x | 2.18, 2.16 (~1,150 / ~530 MB) |
+| warm compilation cache | 2.62x, 2.48x | 2.12x, 2.04x | 2.22, 2.20 (~1,150 / ~518 MB) |
 | 2026-11-22, before steps were dealt by length | 2.00x / 2.22x | 1.68x / 1.86x | 2.14 / 2.20 |
 | before that: pairs one to a row, 2-3 length buckets | 1.14-1.82x | 1.52-1.59x | 1.24-1.34 |
 
-Both targets (2x TRL's pairs/s, at most half its memory) are met, the cold-cache one with the
-reference pass (~6 s here, a forward over every pair, which TRL spreads over its steps) only
-just. Where the time goes: a step packs its 16 pairs several to a row, each window of 32 steps
-dealt a like mix of lengths (10 rows of 136 slots: the fullest step of the run sets the
-count, so the step compiles once) and runs at ~120-135 ms, ~120-130 pairs/s in steady state;
+The memory target (at most half of TRL's) is met, and 2x TRL's pairs/s for the training steps;
+counting our one-off reference pass (~5-7 s here, a forward over every pair, which TRL spreads
+over its steps) the ratio is on the line: 2.0-2.1x with a warm compilation cache, 1.9-2.0x
+with a cold one. Where the time goes: a step packs its 16 pairs several to a row, each window
+of 32 steps dealt a like mix of lengths (10 rows of 136 slots: the fullest step of the run
+sets the count, so the step compiles once) and runs at ~120-135 ms, ~120-130 pairs/s in
+steady state;
 the compilation takes ~2-4 s (none from a warm cache). Where the memory goes: ~230 MB is jax,
 flax and orbax after import, ~50 MB the backend and the initial model, ~150 MB the step's
 scratch buffers while it runs, the rest compiled code and heap. `trainers.runtime` caps malloc
