@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 from tasks.kinship import KinshipConfig, generate_dataset
 from tasks.kinship.pairs import FeedbackConfig
 from tests.devices import run_on_cpu_devices
-from trainers.data import TokenizedSplit
+from trainers.data import PREFERENCE_KIND, TokenizedSplit
 from trainers.dpo import DPOConfig, dpo_method, dpo_step, preference_loss, train_dpo
 from trainers.losses import dpo_loss, ipo_loss, simpo_loss
 from trainers.model import PRESETS, GPTConfig, init_model, pure_jit
@@ -38,7 +38,6 @@ from trainers.offline import (
 from trainers.offline_run import prepare_offline
 from trainers.preference_data import (
     PAD_SEGMENT,
-    PREFERENCE_KIND,
     PairIterator,
     SequencePairs,
     load_feedback_records,
@@ -372,7 +371,8 @@ from flax import nnx
 from trainers.dpo import DPOConfig, dpo_step
 from trainers.model import GPTConfig, init_model
 from trainers.offline_run import pair_batch_sharding
-from trainers.preference_data import (PREFERENCE_KIND, load_feedback_records,
+from trainers.data import PREFERENCE_KIND
+from trainers.preference_data import (load_feedback_records,
                                       make_packed_pair_batch, tokenize_pairs)
 from trainers.sharding import make_mesh, put_global, replicated
 from trainers.tokenizer import kinship_tokenizer

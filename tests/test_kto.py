@@ -17,12 +17,12 @@ from flax import nnx
 from tasks.kinship import KinshipConfig, generate_dataset
 from tasks.kinship.pairs import FeedbackConfig
 from trainers.checkpoint import Checkpoints
+from trainers.data import FEEDBACK_KIND
 from trainers.kto import KTOConfig, kl_estimate, kto_method, prepare_kto, train_kto
 from trainers.model import PRESETS, GPTConfig, init_model
 from trainers.offline import sequence_logps
 from trainers.offline_run import evaluate_pairs, place
 from trainers.preference_data import (
-    FEEDBACK_KIND,
     eval_pair_batches,
     kl_partners,
     load_feedback_records,

@@ -17,9 +17,9 @@ from flax import nnx
 from tasks.kinship import KinshipConfig, generate_dataset
 from tasks.kinship.pairs import FeedbackConfig
 from trainers.checkpoint import load_run
+from trainers.data import PREFERENCE_KIND
 from trainers.model import PRESETS, GPTConfig, init_model
 from trainers.preference_data import (
-    PREFERENCE_KIND,
     load_feedback_records,
     make_packed_pair_batch,
     make_pair_batch,

@@ -348,3 +348,21 @@ def test_tiny_sft_run_learns_and_exports(tmp_path, data_dir, tiny_preset):
         )
     with pytest.raises(ValueError, match="--init"):
         init_from(str(tmp_path / "missing"), config)
+
+
+def test_a_broken_record_file_names_the_file_and_the_line(data_dir, tmp_path):
+    import shutil
+
+    broken = tmp_path / "broken"
+    shutil.copytree(data_dir, broken)
+    lines = (broken / "train.jsonl").read_text(encoding="utf-8").splitlines()
+    lacking = json.loads(lines[1])
+    del lacking["completion"]
+    (broken / "train.jsonl").write_text(
+        "\n".join([lines[0], json.dumps(lacking), "{not json", *lines[3:]]) + "\n"
+    )
+    with pytest.raises(ValueError, match=r"train\.jsonl line 2 lacks completion"):
+        load_records(broken, "train")
+    (broken / "train.jsonl").write_text("\n".join([lines[0], "{not json"]) + "\n")
+    with pytest.raises(ValueError, match=r"train\.jsonl line 2 is not valid JSON"):
+        load_records(broken, "train")

@@ -97,21 +97,29 @@ def check_new_or_run_folder(run_dir: str | Path) -> None:
 LEGACY_DEFAULTS: dict[str, Any] = {"pack_width": 0, "pack_pairs": False}
 
 
+# Options that change what a run logs and keeps, not what it computes: a resume may change them.
+BOOKKEEPING = frozenset({"log_interval", "eval_interval", "save_interval", "keep_checkpoints"})
+
+
 def check_same_run(run_dir: str | Path, record: dict[str, Any]) -> None:
-    """ValueError naming the fields where `run_dir`'s config.json differs from `record`."""
+    """ValueError naming the fields (with their stored and new values) where `run_dir`'s
+    config.json differs from `record`; the `BOOKKEEPING` options may differ."""
     stored = read_run_config(run_dir)
     differing = []
     for key, value in record.items():
         old = stored.get(key)
         if isinstance(value, dict) and isinstance(old, dict):
             differing += [
-                f"{key}.{k}" for k in value if old.get(k, LEGACY_DEFAULTS.get(k)) != value[k]
+                f"{key}.{k} {old.get(k, LEGACY_DEFAULTS.get(k))!r} -> {value[k]!r}"
+                for k in value
+                if k not in BOOKKEEPING and old.get(k, LEGACY_DEFAULTS.get(k)) != value[k]
             ]
         elif old != value:
-            differing.append(key)
+            differing.append(f"{key} {old!r} -> {value!r}")
     if differing:
         raise ValueError(
-            f"{run_dir} holds another run ({', '.join(differing)} differ); use a new --out"
+            f"{run_dir} holds another run ({'; '.join(differing)}); use a new --out, or the "
+            "same options to resume it"
         )
 
 

@@ -23,6 +23,8 @@ from typing import Any, NamedTuple
 import numpy as np
 
 EXAMPLES_KIND = "kinship/examples"
+PREFERENCE_KIND = "kinship/preference"
+FEEDBACK_KIND = "kinship/feedback"
 BUCKET = 32
 
 
@@ -58,21 +60,35 @@ def has_split(data_dir: str | Path, split: str) -> bool:
     return any((Path(data_dir) / f"{split}{suffix}").is_file() for suffix in (".jsonl", ".parquet"))
 
 
+# The fields every record of a dataset kind has (what the trainers and evaluators read).
+RECORD_FIELDS: dict[str, tuple[str, ...]] = {
+    EXAMPLES_KIND: ("prompt", "completion", "answer", "answers", "question_type", "hops"),
+    PREFERENCE_KIND: ("prompt", "chosen", "rejected", "flipped"),
+    FEEDBACK_KIND: ("prompt", "completion", "label"),
+}
+
+
 def load_records(
     data_dir: str | Path, split: str, kind: str = EXAMPLES_KIND
 ) -> list[dict[str, Any]]:
-    """All records of one split of a dataset folder of `kind` (ValueError for another kind,
-    or for a file that does not parse, naming the file and the line)."""
+    """All records of one split of a dataset folder of `kind`. ValueError for another kind, a
+    file that does not parse, or a record without one of `RECORD_FIELDS[kind]`, naming the
+    file and the line."""
     read_data_config(data_dir, kind)
     path = split_path(data_dir, split)
+    fields = RECORD_FIELDS.get(kind, ())
     if path.suffix == ".parquet":
         import pyarrow as pa
         import pyarrow.parquet as pq
 
         try:
-            return pq.read_table(path).to_pylist()
+            table = pq.read_table(path)
         except (OSError, pa.ArrowException) as error:
             raise ValueError(f"{path} is not a readable parquet file ({error})") from None
+        missing = [f for f in fields if f not in table.column_names]
+        if missing:
+            raise ValueError(f"{path} lacks the column(s) {', '.join(missing)} of {kind}")
+        return table.to_pylist()
     records = []
     with path.open(encoding="utf-8") as f:
         for number, line in enumerate(f, start=1):
@@ -84,6 +100,9 @@ def load_records(
                 raise ValueError(f"{path} line {number} is not valid JSON ({error})") from None
             if not isinstance(record, dict):
                 raise ValueError(f"{path} line {number} is not a JSON object")
+            missing = [f for f in fields if f not in record]
+            if missing:
+                raise ValueError(f"{path} line {number} lacks {', '.join(missing)} ({kind})")
             records.append(record)
     return records
 

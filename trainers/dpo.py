@@ -31,6 +31,7 @@ import optax
 from flax import nnx
 
 from tasks.fields import documented
+from trainers.data import PREFERENCE_KIND
 from trainers.losses import DPO_LOSSES
 from trainers.offline import (
     PACK_PAIRS_HELP,
@@ -43,7 +44,7 @@ from trainers.offline import (
     require_number,
 )
 from trainers.offline_run import Method, OfflineSetup, prepare_offline, run_offline
-from trainers.preference_data import PREFERENCE_KIND, PackedPairBatch, PairBatch
+from trainers.preference_data import PackedPairBatch, PairBatch
 
 PER_TOKEN_MEAN_LOSSES = ("ipo", "simpo")
 

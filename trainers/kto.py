@@ -36,6 +36,7 @@ import optax
 from flax import nnx
 
 from tasks.fields import documented
+from trainers.data import FEEDBACK_KIND
 from trainers.losses import kto_loss
 from trainers.offline import (
     Metrics,
@@ -47,7 +48,7 @@ from trainers.offline import (
     sequence_logps,
 )
 from trainers.offline_run import Method, OfflineSetup, prepare_offline, run_offline
-from trainers.preference_data import FEEDBACK_KIND, PairBatch, tokenize_feedback
+from trainers.preference_data import PairBatch, tokenize_feedback
 
 
 @dataclass(frozen=True)

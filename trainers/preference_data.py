@@ -46,11 +46,9 @@ from trainers.data import (
     round_up,
 )
 
-PREFERENCE_KIND = "kinship/preference"
 # Micro-batches over which a packed run deals its examples by length (`PairIterator`): 32 of
 # 16 level-1 pairs all pack into the average row count.
 DEAL_WINDOW = 32
-FEEDBACK_KIND = "kinship/feedback"
 
 
 def load_feedback_records(data_dir: str | Path, split: str, kind: str) -> list[dict[str, Any]]:

@@ -32,7 +32,7 @@ from flax import nnx
 
 from tasks.fields import documented
 from trainers.checkpoint import load_run, write_json_atomic
-from trainers.data import fixed_size_chunks, make_batch, tokenize_examples
+from trainers.data import PREFERENCE_KIND, fixed_size_chunks, make_batch, tokenize_examples
 from trainers.losses import bradley_terry_loss
 from trainers.model import GPT, GPTConfig, init_model, pure_jit
 from trainers.offline import (
@@ -47,7 +47,6 @@ from trainers.offline import (
 )
 from trainers.offline_run import Method, OfflineSetup, prepare_offline, run_offline
 from trainers.preference_data import (
-    PREFERENCE_KIND,
     PackedPairBatch,
     PairBatch,
     load_feedback_records,
