@@ -90,6 +90,7 @@ def test_rejected_commands_leave_nothing_that_blocks_the_corrected_one(tmp_path,
     out = tmp_path / "run"
     train = ["train", "sft", "--data", str(data_dir), "--out", str(out), "--preset", "nano"]
     assert "exceeds the" in _error(capsys, [*train, "--batch-size", "5000"])
+    assert "is a dataset folder" in _error(capsys, [*train, "--init", str(data_dir)])
     assert not out.exists()
     unwritable = ["train", "sft", "--data", str(data_dir), "--out", "/proc/kinrl-run"]
     assert "--out /proc/kinrl-run: cannot write there" in _error(capsys, unwritable)

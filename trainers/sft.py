@@ -31,6 +31,7 @@ from flax import nnx
 from jax.sharding import Mesh, NamedSharding
 from tqdm import tqdm
 
+from tasks.io import is_dataset_folder
 from trainers.checkpoint import (
     Checkpoints,
     MetricsLog,
@@ -304,6 +305,9 @@ def init_from(init: str, config: SFTConfig) -> tuple[GPT, GPTConfig, Any]:
             model, cfg = from_hf(init)
             tokenizer = load_tokenizer(init)
         except (OSError, ValueError, KeyError) as error:
+            if is_dataset_folder(Path(init)):
+                why = "give a run folder or a GPT-2 checkpoint (the data goes to --data)"
+                raise ValueError(f"--init {init} is a dataset folder; {why}") from None
             raise ValueError(f"--init {init}: not a run or GPT-2 checkpoint ({error})") from None
     new_cfg = config.model_config(cfg.vocab_size, base=cfg)
     if len(tokenizer) > new_cfg.vocab_size:
