@@ -119,12 +119,19 @@ def build_parser() -> argparse.ArgumentParser:
         default="examples",
         help="examples (prompt/completion), preference pairs, or binary feedback",
     )
-    gen.add_argument("--format", choices=("jsonl", "parquet"), default="jsonl")
-    gen.add_argument("--num-proc", type=_count, default=1, help="worker processes")
-    gen.add_argument("--validation-fraction", type=float, default=0.1, metavar="F")
-    gen.add_argument("--test-fraction", type=float, default=0.1, metavar="F")
+    gen.add_argument("--format", choices=("jsonl", "parquet"), default="jsonl",
+                     help="file format of the splits (default jsonl)")  # fmt: skip
+    gen.add_argument("--num-proc", type=_count, default=1,
+                     help="worker processes, >= 1 (same output for any count)")  # fmt: skip
+    gen.add_argument("--validation-fraction", type=float, default=0.1, metavar="F",
+                     help="share of --n in validation, in [0, 1) (default 0.1)")  # fmt: skip
+    gen.add_argument("--test-fraction", type=float, default=0.1, metavar="F",
+                     help="share of --n in test, in [0, 1); both shares below 1")  # fmt: skip
     gen.add_argument(
-        "--holdout-hops", type=int, metavar="K", help="train on hops <= K; test_hops > K"
+        "--holdout-hops",
+        type=int,
+        metavar="K",
+        help="train on hops <= K; test_hops > K (K in min_hops..11)",
     )
     gen.add_argument(
         "--holdout-relations",
@@ -150,7 +157,8 @@ def build_parser() -> argparse.ArgumentParser:
     fb.add_argument(
         "--annotator", choices=("exact", "bradley_terry"), default="exact", help="base model"
     )
-    fb.add_argument("--temperature", type=float, default=0.1, help="Bradley-Terry temperature")
+    fb.add_argument("--temperature", type=float, default=0.1,
+                    help="Bradley-Terry temperature, > 0 (default 0.1)")  # fmt: skip
     fb.add_argument("--length-bias", type=float, default=0.0, metavar="P", help="longer wins, 0..1")
     fb.add_argument(
         "--position-bias", type=float, default=0.0, metavar="P", help="first wins, 0..1"

@@ -39,12 +39,14 @@ class KinshipConfig:
         "chance a parent-child-parent step is stated as one sibling fact, 0..1", default=0.3
     )
     supporting_facts: int = documented(
-        "noise: redundant true facts among mentioned people", default=0
+        "noise: redundant true facts among mentioned people, 0..50", default=0
     )
     irrelevant_facts: int = documented(
-        "noise: true facts hanging off the question's path", default=0
+        "noise: true facts hanging off the question's path, 0..50", default=0
     )
-    disconnected_facts: int = documented("noise: facts about a second, unrelated family", default=0)
+    disconnected_facts: int = documented(
+        "noise: facts about a second, unrelated family, 0..50", default=0
+    )
     phrasings: int = documented(
         "phrasings in use per fact kind, 1..4 (1 = one fixed template)", default=2
     )
@@ -56,7 +58,7 @@ class KinshipConfig:
         "weights of the relation, entity, count and yes/no questions", default=(1, 1, 1, 1)
     )
     max_answers: int = documented(
-        "most people an entity or count question is built around", default=3
+        "most people an entity or count question is built around, 1..10", default=3
     )
     relation_families: tuple[str, ...] = documented(
         "relation families questions may be about (empty = all 20)", default=()
