@@ -371,6 +371,12 @@ def _setup_error(error: Exception, config_class: type, out: str) -> UsageError:
     return UsageError(_field_as_option(str(error).splitlines()[0], config_class))
 
 
+def _interrupted(args: argparse.Namespace) -> None:
+    """The Ctrl-C line of a train command, below its progress bar (if one is drawn)."""
+    below_bar = "" if args.quiet else "\n"
+    print(f"{below_bar}kinrl: interrupted; rerun the same command to resume", file=sys.stderr)
+
+
 def _shown(summary: dict[str, Any]) -> dict[str, Any]:
     """A run summary for the terminal: floats to 4 significant digits (a final learning rate
     of 1.2e-05 stays 1.2e-05)."""
@@ -389,10 +395,13 @@ def _run_train_sft(args: argparse.Namespace) -> int:
         mesh, setup = prepare_sft(config, args.data, args.out, args.init)
     except (ValueError, OSError) as error:
         raise _setup_error(error, SFTConfig, args.out) from None
+    except KeyboardInterrupt:  # the run folder may exist by now: a rerun picks it up
+        _interrupted(args)
+        return 130
     try:
         summary = run_sft(config, setup, mesh, args.out, progress=not args.quiet)
-    except KeyboardInterrupt:
-        print("kinrl: interrupted; rerun the same command to resume", file=sys.stderr)
+    except KeyboardInterrupt:  # on a line of its own, below the progress bar
+        _interrupted(args)
         return 130
     print(f"trained {args.out}: {json.dumps(_shown(summary))}")
     return 0
@@ -455,10 +464,13 @@ def _run_train_preference(name: str, args: argparse.Namespace) -> int:
         setup = prepare(config, args.data, args.out, args.init, progress=not args.quiet)
     except (ValueError, OSError) as error:
         raise _setup_error(error, config_class, args.out) from None
+    except KeyboardInterrupt:  # e.g. during the reference pass, after the run folder exists
+        _interrupted(args)
+        return 130
     try:
         summary = run(config, setup, args.out, progress=not args.quiet)
-    except KeyboardInterrupt:
-        print("kinrl: interrupted; rerun the same command to resume", file=sys.stderr)
+    except KeyboardInterrupt:  # on a line of its own, below the progress bar
+        _interrupted(args)
         return 130
     print(f"trained {args.out}: {json.dumps(_shown(summary))}")
     return 0
