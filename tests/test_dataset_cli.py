@@ -111,6 +111,7 @@ def test_leak_check_finds_a_planted_leak(dataset: Path) -> None:
         (["--format", "csv"], "--format"),
         (["--locale", "xx_XX"], "--locale"),
         (["--holdout-relations", "in-law"], "--holdout-relations"),
+        (["--n", "3", "--holdout-names"], "--test-fraction * n must come to at least one"),
     ],
 )
 def test_bad_input_exits_2_with_one_line(tmp_path: Path, capsys, args, message) -> None:

@@ -99,6 +99,12 @@ def plan_splits(
     if holdouts.names:
         base = dataclasses.replace(base, name_pool="train")
         extra.append(("test_names", dataclasses.replace(config, name_pool="heldout")))
+    if extra and n_test == 0:  # a generalisation split has the test split's size
+        raise ValueError(
+            f"test_fraction * n must come to at least one example when a holdout split is "
+            f"asked for, which has the test split's size (got n={n}, test_fraction="
+            f"{test_fraction})"
+        )
     sizes = [
         ("train", base, n - n_val - n_test),
         ("validation", base, n_val),
