@@ -151,32 +151,58 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--quiet", action="store_true", help="no progress bar")
     _add_config_options(gen, KinshipConfig)
     fb = gen.add_argument_group("feedback (with --kind preference or feedback)")
+    d = _FEEDBACK_DEFAULTS
     fb.add_argument(
-        "--noise", type=float, default=0.0, metavar="EPS", help="label flip rate 0..0.5"
+        "--noise", type=float, default=d["noise"], metavar="EPS", help="label flip rate 0..0.5"
     )
-    fb.add_argument(
-        "--annotator", choices=("exact", "bradley_terry"), default="exact", help="base model"
-    )
-    fb.add_argument("--temperature", type=float, default=0.1,
+    fb.add_argument("--annotator", choices=("exact", "bradley_terry"), default=d["annotator"],
+                    help="base model")  # fmt: skip
+    fb.add_argument("--temperature", type=float, default=d["temperature"],
                     help="Bradley-Terry temperature, > 0 (default 0.1)")  # fmt: skip
-    fb.add_argument("--length-bias", type=float, default=0.0, metavar="P", help="longer wins, 0..1")
-    fb.add_argument(
-        "--position-bias", type=float, default=0.0, metavar="P", help="first wins, 0..1"
-    )
+    fb.add_argument("--length-bias", type=float, default=d["length_bias"], metavar="P",
+                    help="longer wins, 0..1")  # fmt: skip
+    fb.add_argument("--position-bias", type=float, default=d["position_bias"], metavar="P",
+                    help="first wins, 0..1")  # fmt: skip
     fb.add_argument(
         "--negative-weights",
         type=_weights,
         metavar="KIND=W,...",
         help="weights of negative kinds (unlisted kinds keep their default)",
     )
-    fb.add_argument("--min-margin", type=float, default=0.0, help="min gold-reward gap, 0..1")
-    fb.add_argument(
-        "--desirable-ratio", default="1:1", metavar="D:U", help="binary feedback, e.g. 1:4"
-    )
+    fb.add_argument("--min-margin", type=float, default=d["min_margin"],
+                    help="min gold-reward gap, 0..1")  # fmt: skip
+    fb.add_argument("--desirable-ratio", default=d["desirable_ratio"], metavar="D:U",
+                    help="binary feedback (--kind feedback), e.g. 1:4")  # fmt: skip
     gen.set_defaults(run=_run_generate)
     _add_train_commands(commands)
     _add_eval_commands(commands)
     return parser
+
+
+# The feedback options and their defaults: given with a --kind they do not apply to, they are
+# refused rather than silently ignored.
+_FEEDBACK_DEFAULTS: dict[str, Any] = {
+    "noise": 0.0,
+    "annotator": "exact",
+    "temperature": 0.1,
+    "length_bias": 0.0,
+    "position_bias": 0.0,
+    "negative_weights": None,
+    "min_margin": 0.0,
+    "desirable_ratio": "1:1",
+}
+
+
+def _check_feedback_options(args: argparse.Namespace) -> None:
+    """UsageError for a feedback option set away from its default where it has no effect."""
+    for name, default in _FEEDBACK_DEFAULTS.items():
+        if getattr(args, name) == default:
+            continue
+        option = "--" + name.replace("_", "-")
+        if args.kind == "examples":
+            raise UsageError(f"{option} applies to --kind preference or feedback only")
+        if name == "desirable_ratio" and args.kind != "feedback":
+            raise UsageError(f"{option} applies to --kind feedback only")
 
 
 class _Terminated(KeyboardInterrupt):
@@ -199,6 +225,7 @@ def _run_generate(args: argparse.Namespace) -> int:
     from tasks.kinship.generator import GenerationError
     from tasks.kinship.splits import Holdouts, plan_splits
 
+    _check_feedback_options(args)
     try:  # every check of the user's input happens here, before any work
         config = KinshipConfig.for_level(args.difficulty, **_config_overrides(args, KinshipConfig))
         holdouts = Holdouts(
@@ -211,8 +238,8 @@ def _run_generate(args: argparse.Namespace) -> int:
             test_fraction=args.test_fraction,
             holdouts=holdouts,
         )
-        check_output_folder(args.out, args.overwrite)
         feedback = _feedback_config(args) if args.kind != "examples" else None
+        check_output_folder(args.out, args.overwrite)  # last: the other errors come first
     except ValueError as error:
         raise UsageError(_as_option(str(error).splitlines()[0])) from None
     main_thread = threading.current_thread() is threading.main_thread()

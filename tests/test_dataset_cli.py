@@ -112,6 +112,8 @@ def test_leak_check_finds_a_planted_leak(dataset: Path) -> None:
         (["--locale", "xx_XX"], "--locale"),
         (["--holdout-relations", "in-law"], "--holdout-relations"),
         (["--n", "3", "--holdout-names"], "--test-fraction * n must come to at least one"),
+        (["--noise", "0.1"], "--noise applies to --kind preference or feedback only"),
+        (["--kind", "preference", "--desirable-ratio", "1:4"], "applies to --kind feedback only"),
     ],
 )
 def test_bad_input_exits_2_with_one_line(tmp_path: Path, capsys, args, message) -> None:

@@ -232,7 +232,9 @@ def test_columns_load_trl_style_and_card_records_every_knob(tmp_path: Path, kind
     datasets = pytest.importorskip("datasets")
     out = tmp_path / kind
     args = ["generate", "--out", str(out), "--kind", kind, "--n", "80", "--quiet"]
-    args += ["--noise", "0.1", "--length-bias", "0.2", "--desirable-ratio", "1:4"]
+    args += ["--noise", "0.1", "--length-bias", "0.2"]
+    if kind == "feedback":  # refused with preference pairs, where it would do nothing
+        args += ["--desirable-ratio", "1:4"]
     assert main(args) == 0
     ds = datasets.load_dataset("json", data_files={"train": str(out / "train.jsonl")})["train"]
     wanted = {"prompt", "chosen", "rejected"} if kind == "preference" else {"prompt", "completion"}
