@@ -45,12 +45,9 @@ def _without_timing(lines: list[dict]) -> list[dict]:
     return [{k: v for k, v in line.items() if k != TIMING} for line in lines]
 
 
-def test_killed_run_resumes_to_the_uninterrupted_metrics(tmp_path, data_dir, config, monkeypatch):
-    train_sft(config, data_dir, tmp_path / "straight", progress=False)
-    expected = MetricsLog(tmp_path / "straight").read()
-
-    # Crash while fetching the batch of step 11: steps 9 and 10 ran and were logged, but the
-    # last checkpoint is step 8.
+def _crash_at_step_11(config: SFTConfig, data_dir: Path, run: Path, monkeypatch) -> None:
+    """Train `run` until it dies fetching the batch of step 11: steps 9 and 10 ran and were
+    logged, but the last checkpoint is step 8. The iterator is whole again afterwards."""
     original_next = BatchIterator.__next__
 
     def dying_next(self):
@@ -60,12 +57,19 @@ def test_killed_run_resumes_to_the_uninterrupted_metrics(tmp_path, data_dir, con
 
     monkeypatch.setattr(BatchIterator, "__next__", dying_next)
     with pytest.raises(Crash):
-        train_sft(config, data_dir, tmp_path / "crashed", progress=False)
+        train_sft(config, data_dir, run, progress=False)
+    monkeypatch.setattr(BatchIterator, "__next__", original_next)
+
+
+def test_killed_run_resumes_to_the_uninterrupted_metrics(tmp_path, data_dir, config, monkeypatch):
+    train_sft(config, data_dir, tmp_path / "straight", progress=False)
+    expected = MetricsLog(tmp_path / "straight").read()
+
+    _crash_at_step_11(config, data_dir, tmp_path / "crashed", monkeypatch)
     logged = [line["step"] for line in MetricsLog(tmp_path / "crashed").read()]
     assert max(logged) == 10 and not (tmp_path / "crashed" / "hf").exists()
     assert sorted(p.name for p in (tmp_path / "crashed" / "checkpoints").iterdir()) == ["4", "8"]
 
-    monkeypatch.setattr(BatchIterator, "__next__", original_next)
     summary = train_sft(config, data_dir, tmp_path / "crashed", progress=False)
     assert summary["resumed_from"] == 8
     resumed = MetricsLog(tmp_path / "crashed").read()
@@ -85,21 +89,11 @@ def test_a_damaged_latest_checkpoint_is_set_aside_and_the_run_resumes_before_it(
     checkpoints-damaged/, says so in one line, resumes from checkpoint 4 and ends with the
     uninterrupted run's weights."""
     train_sft(config, data_dir, tmp_path / "straight", progress=False)
-    original_next = BatchIterator.__next__
-
-    def dying_next(self):
-        if self.position == 10:
-            raise Crash
-        return original_next(self)
-
-    monkeypatch.setattr(BatchIterator, "__next__", dying_next)
-    with pytest.raises(Crash):
-        train_sft(config, data_dir, tmp_path / "run", progress=False)
+    _crash_at_step_11(config, data_dir, tmp_path / "run", monkeypatch)
     model_item = tmp_path / "run" / "checkpoints" / "8" / "model"
     for path in model_item.rglob("*"):
         if path.is_file():
             path.write_bytes(b"garbage")  # every file of the model item unreadable
-    monkeypatch.setattr(BatchIterator, "__next__", original_next)
     capsys.readouterr()
     summary = train_sft(config, data_dir, tmp_path / "run", progress=False)
     warning = capsys.readouterr().err
