@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 from tasks.kinship import KinshipConfig, generate_dataset
 from tasks.kinship.pairs import FeedbackConfig
 from tests.devices import run_on_cpu_devices
-from trainers.data import PREFERENCE_KIND, TokenizedSplit
+from trainers.data import PREFERENCE_KIND, TokenizedSplit, load_records
 from trainers.dpo import DPOConfig, dpo_method, dpo_step, preference_loss, train_dpo
 from trainers.losses import dpo_loss, ipo_loss, simpo_loss
 from trainers.model import PRESETS, GPTConfig, init_model, pure_jit
@@ -40,7 +40,6 @@ from trainers.preference_data import (
     PAD_SEGMENT,
     PairIterator,
     SequencePairs,
-    load_feedback_records,
     make_packed_pair_batch,
     make_pair_batch,
     packed_rows,
@@ -68,7 +67,7 @@ def tokenizer():
 
 @pytest.fixture(scope="module")
 def pairs(data_dir, tokenizer):
-    return tokenize_pairs(load_feedback_records(data_dir, "train", PREFERENCE_KIND), tokenizer, 128)
+    return tokenize_pairs(load_records(data_dir, "train", PREFERENCE_KIND), tokenizer, 128)
 
 
 @pytest.fixture
@@ -80,7 +79,7 @@ def nano64(monkeypatch) -> str:
 
 
 def test_pair_batch_puts_chosen_then_rejected(data_dir, tokenizer, pairs):
-    record = load_feedback_records(data_dir, "train", PREFERENCE_KIND)[0]
+    record = load_records(data_dir, "train", PREFERENCE_KIND)[0]
     ids = functools.partial(lambda text: tokenizer(text, add_special_tokens=False)["input_ids"])
     eos = tokenizer.eos_token_id
     refs = np.arange(2 * len(pairs), dtype=np.float32)
@@ -110,7 +109,7 @@ def test_concatenated_forward_equals_separate_forwards(pairs):
 
 
 def test_packed_batch_holds_the_prompt_once_then_both_completions(data_dir, tokenizer, pairs):
-    record = load_feedback_records(data_dir, "train", PREFERENCE_KIND)[0]
+    record = load_records(data_dir, "train", PREFERENCE_KIND)[0]
     ids = functools.partial(lambda text: tokenizer(text, add_special_tokens=False)["input_ids"])
     eos, prompt = tokenizer.eos_token_id, ids(record["prompt"])
     chosen, rejected = [*ids(record["chosen"]), eos], [*ids(record["rejected"]), eos]
@@ -371,14 +370,13 @@ from flax import nnx
 from trainers.dpo import DPOConfig, dpo_step
 from trainers.model import GPTConfig, init_model
 from trainers.offline_run import pair_batch_sharding
-from trainers.data import PREFERENCE_KIND
-from trainers.preference_data import (load_feedback_records,
-                                      make_packed_pair_batch, tokenize_pairs)
+from trainers.data import PREFERENCE_KIND, load_records
+from trainers.preference_data import make_packed_pair_batch, tokenize_pairs
 from trainers.sharding import make_mesh, put_global, replicated
 from trainers.tokenizer import kinship_tokenizer
 
 assert len(jax.devices()) == 4
-records = load_feedback_records(sys.argv[1], "train", PREFERENCE_KIND)[:8]
+records = load_records(sys.argv[1], "train", PREFERENCE_KIND)[:8]
 pairs = tokenize_pairs(records, kinship_tokenizer(), 128)
 cfg = GPTConfig(vocab_size=1056, n_positions=128, n_embd=32, n_layer=2, n_head=2)
 graphdef, state = nnx.split(init_model(cfg, 0))

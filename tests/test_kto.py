@@ -17,7 +17,7 @@ from flax import nnx
 from tasks.kinship import KinshipConfig, generate_dataset
 from tasks.kinship.pairs import FeedbackConfig
 from trainers.checkpoint import Checkpoints
-from trainers.data import FEEDBACK_KIND
+from trainers.data import FEEDBACK_KIND, load_records
 from trainers.kto import KTOConfig, kl_estimate, kto_method, prepare_kto, train_kto
 from trainers.model import PRESETS, GPTConfig, init_model
 from trainers.offline import sequence_logps
@@ -25,7 +25,6 @@ from trainers.offline_run import evaluate_pairs, place
 from trainers.preference_data import (
     eval_pair_batches,
     kl_partners,
-    load_feedback_records,
     make_pair_batch,
     tokenize_feedback,
 )
@@ -71,7 +70,7 @@ def test_kl_partners_shift_by_one_within_fixed_groups(n, group):
 
 def test_mismatched_sequence_is_own_prompt_with_partner_completion(data_dir):
     tokenizer = kinship_tokenizer()
-    records = load_feedback_records(data_dir, "train", FEEDBACK_KIND)[:12]
+    records = load_records(data_dir, "train", FEEDBACK_KIND)[:12]
     data = tokenize_feedback(records, tokenizer, 256, group_size=4, seed=0)
     partners = kl_partners(12, 4, seed=0)
     ids = functools.partial(lambda t: tokenizer(t, add_special_tokens=False)["input_ids"])
@@ -84,7 +83,7 @@ def test_mismatched_sequence_is_own_prompt_with_partner_completion(data_dir):
 
 def test_kl_estimate_is_the_mean_mismatched_log_ratio(data_dir):
     tokenizer = kinship_tokenizer()
-    records = load_feedback_records(data_dir, "train", FEEDBACK_KIND)[:8]
+    records = load_records(data_dir, "train", FEEDBACK_KIND)[:8]
     data = tokenize_feedback(records, tokenizer, 128, group_size=4, seed=0)
     refs = np.linspace(-90.0, -60.0, 16).astype(np.float32)
     batch = make_pair_batch(data, np.arange(8), refs, grad_accum=2, pad_id=0, max_length=128)

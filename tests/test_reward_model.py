@@ -17,10 +17,9 @@ from flax import nnx
 from tasks.kinship import KinshipConfig, generate_dataset
 from tasks.kinship.pairs import FeedbackConfig
 from trainers.checkpoint import load_run
-from trainers.data import PREFERENCE_KIND
+from trainers.data import PREFERENCE_KIND, load_records
 from trainers.model import PRESETS, GPTConfig, init_model
 from trainers.preference_data import (
-    load_feedback_records,
     make_packed_pair_batch,
     make_pair_batch,
     tokenize_pairs,
@@ -55,7 +54,7 @@ def test_packed_rewards_equal_separate_sequences(data_dir):
     from trainers.tokenizer import kinship_tokenizer
 
     tokenizer = kinship_tokenizer()
-    records = load_feedback_records(data_dir, "train", PREFERENCE_KIND)[:8]
+    records = load_records(data_dir, "train", PREFERENCE_KIND)[:8]
     pairs = tokenize_pairs(records, tokenizer, 128)
     cfg = dataclasses.replace(TINY, vocab_size=len(tokenizer), n_positions=128)
     model, _ = with_value_head(init_model(cfg, 0), cfg, seed=1)
@@ -139,7 +138,7 @@ def test_tiny_run_reports_accuracy_calibration_and_offset(data_dir, tmp_path, na
     assert any("eval/rewards/accuracies" in x for x in lines)
     model, cfg, tokenizer = load_run(run)
     assert cfg.value_head and dataclasses.asdict(cfg)["n_layer"] == 4  # nano trunk + head
-    records = load_feedback_records(data_dir, "train", PREFERENCE_KIND)[:64]
+    records = load_records(data_dir, "train", PREFERENCE_KIND)[:64]
     mean, count = mean_reference_reward(model, tokenizer, records, batch_size=16)
     stored = json.loads((run / "reward_offset.json").read_text())
     assert stored["examples"] == count and 32 < count <= 64  # those that fit the context

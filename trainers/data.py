@@ -149,6 +149,14 @@ def tokenize_examples(
     )
 
 
+def require_step_examples(available: int, step_examples: int) -> None:
+    """ValueError unless `available` training examples (those that fit the context) fill one
+    step of `step_examples` (batch_size * grad_accum)."""
+    if available < step_examples:
+        raise ValueError(f"batch_size * grad_accum = {step_examples} exceeds the {available} "
+                         "training examples that fit the context")  # fmt: skip
+
+
 def round_up(n: int, multiple: int) -> int:
     """The least multiple of `multiple` that is >= `n`."""
     return -(-n // multiple) * multiple
@@ -367,13 +375,9 @@ class BatchIterator(Iterator[Batch]):
         self.prompt_weight = prompt_weight
         self.position = position
         self._lengths = data.lengths
+        require_step_examples(len(data), self.batch_examples)
         self.steps_per_epoch = len(data) // self.batch_examples
         self._epoch, self._order = -1, np.empty((0, 0), np.int64)
-        if self.steps_per_epoch == 0:
-            raise ValueError(
-                f"batch_size * grad_accum = {self.batch_examples} exceeds the "
-                f"{len(data)} training examples"
-            )
 
     def indices(self, step: int) -> np.ndarray:
         """(batch_size * grad_accum,) example indices of step `step` of the run."""

@@ -36,7 +36,13 @@ from trainers.checkpoint import (
     create_run,
     export_hf,
 )
-from trainers.data import has_split, read_data_config, split_path
+from trainers.data import (
+    has_split,
+    load_records,
+    read_data_config,
+    require_step_examples,
+    split_path,
+)
 from trainers.model import GPT, GPTConfig, init_model
 from trainers.offline import (
     OfflineConfig,
@@ -51,7 +57,6 @@ from trainers.preference_data import (
     PairIterator,
     SequencePairs,
     eval_pair_batches,
-    load_feedback_records,
     tokenize_pairs,
 )
 from trainers.runtime import CompiledPerShape, release_host_memory
@@ -111,7 +116,7 @@ def _initial_model(config: OfflineConfig, init: str | None, locale: str) -> tupl
 
 def _load(method: Method, data_dir: str | Path, split: str, tokenizer: Any, n: int | None,
           max_length: int) -> SequencePairs:  # fmt: skip
-    records = load_feedback_records(data_dir, split, method.data_kind)[:n]
+    records = load_records(data_dir, split, method.data_kind)[:n]
     return method.tokenize(records, tokenizer, max_length)
 
 
@@ -144,10 +149,7 @@ def prepare_offline(
     model, cfg, tokenizer = _initial_model(config, init, locale)
     model, cfg = method.prepare_model(model, cfg, config.seed)
     train = _load(method, data_dir, "train", tokenizer, None, cfg.n_positions)
-    step_examples = config.batch_size * config.grad_accum
-    if len(train) < step_examples:
-        raise ValueError(f"batch_size * grad_accum = {step_examples} exceeds the {len(train)} "
-                         "training examples that fit the context")  # fmt: skip
+    require_step_examples(len(train), config.batch_size * config.grad_accum)
     validation = None
     if has_split(data_dir, "validation"):
         validation = _load(method, data_dir, "validation", tokenizer, config.eval_examples,

@@ -29,7 +29,6 @@ from __future__ import annotations
 import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -40,20 +39,15 @@ from trainers.data import (
     deal_by_length,
     epoch_order,
     fixed_size_chunks,
-    load_records,
     make_batch,
     pack_rows,
+    require_step_examples,
     round_up,
 )
 
 # Micro-batches over which a packed run deals its examples by length (`PairIterator`): 32 of
 # 16 level-1 pairs all pack into the average row count.
 DEAL_WINDOW = 32
-
-
-def load_feedback_records(data_dir: str | Path, split: str, kind: str) -> list[dict[str, Any]]:
-    """All records of one split of a dataset folder of `kind` (`trainers.data.load_records`)."""
-    return load_records(data_dir, split, kind)
 
 
 @dataclass(frozen=True)
@@ -352,12 +346,8 @@ class PairIterator:
         # count is set by the run's fullest step: length-sorted windows would make it B.
         length_grouping = 1 if packed else length_grouping
         self.max_length, self.length_grouping, self.position = max_length, length_grouping, position
+        require_step_examples(len(pairs), self.examples)
         self.steps_per_epoch = len(pairs) // self.examples
-        if self.steps_per_epoch == 0:
-            raise ValueError(
-                f"batch_size * grad_accum = {self.examples} exceeds the {len(pairs)} training "
-                "examples"
-            )
         self._lengths = pairs.lengths  # both layouts: the same examples at every step
         self._epoch, self._order = -1, np.empty((0, 0), np.int64)
         self.row_multiple, self._rows_by_epoch = row_multiple, {}

@@ -32,7 +32,13 @@ from flax import nnx
 
 from tasks.fields import documented
 from trainers.checkpoint import load_run, write_json_atomic
-from trainers.data import PREFERENCE_KIND, fixed_size_chunks, make_batch, tokenize_examples
+from trainers.data import (
+    PREFERENCE_KIND,
+    fixed_size_chunks,
+    load_records,
+    make_batch,
+    tokenize_examples,
+)
 from trainers.losses import bradley_terry_loss
 from trainers.model import GPT, GPTConfig, init_model, pure_jit
 from trainers.offline import (
@@ -49,7 +55,6 @@ from trainers.offline_run import Method, OfflineSetup, prepare_offline, run_offl
 from trainers.preference_data import (
     PackedPairBatch,
     PairBatch,
-    load_feedback_records,
 )
 
 OFFSET_FILE = "reward_offset.json"
@@ -235,7 +240,7 @@ def run_reward_model(
     method = reward_model_method(config)
     summary = run_offline(method, config, setup, run_dir, progress=progress)
     model, _, tokenizer = load_run(run_dir)
-    records = load_feedback_records(setup.data_dir, "train", PREFERENCE_KIND)
+    records = load_records(setup.data_dir, "train", PREFERENCE_KIND)
     records = records[: config.offset_examples]
     offset, count = mean_reference_reward(model, tokenizer, records)
     if jax.process_index() == 0:

@@ -52,6 +52,7 @@ from trainers.data import (
     load_records,
     make_batch,
     read_data_config,
+    require_step_examples,
     split_path,
     tokenize_examples,
 )
@@ -342,10 +343,8 @@ def open_run(
         model = init_model(model_cfg, config.seed)
     max_length = model_cfg.n_positions
     train = tokenize_examples(load_records(data_dir, "train"), tokenizer, max_length)
-    step_examples = config.batch_size * config.grad_accum
-    if len(train) < step_examples:  # checked before the run folder exists: a rerun can fix it
-        raise ValueError(f"batch_size * grad_accum = {step_examples} exceeds the {len(train)} "
-                         "training examples that fit the context")  # fmt: skip
+    # Checked before the run folder exists: a rerun with a smaller batch can fix it.
+    require_step_examples(len(train), config.batch_size * config.grad_accum)
     validation = None
     if has_split(data_dir, "validation"):
         records = load_records(data_dir, "validation")[: config.eval_examples]
