@@ -18,6 +18,7 @@ from itertools import accumulate
 from typing import Any
 
 from tasks.kinship.config import QUESTION_TYPES, KinshipConfig
+from tasks.kinship.draws import below, choice, shuffle
 from tasks.kinship.graph import UNKNOWN, FamilyShape, KinGraph, NameDrawer, generate_family
 from tasks.kinship.names import name_pool
 from tasks.kinship.relations import Term, holds, relatives, specific_terms
@@ -130,9 +131,8 @@ def _try_question(
     qtype: str,
 ) -> dict[str, Any] | None:
     """One question on family `g` (`adjacency` is its `_fact_graph`), or None if it fails."""
-    below = rng._randbelow  # rng.randrange(n) for n >= 1 is exactly one _randbelow(n) draw
     for _ in range(4):  # a B with someone far enough away, before the costly relatives()
-        b = below(main_size)
+        b = below(rng, main_size)
         dist = _distances(adjacency, b)
         if max(dist.values()) >= config.min_hops:
             break
@@ -161,7 +161,7 @@ def _try_question(
     if config.relation_families and not involved <= set(config.relation_families):
         return None
     if config.shuffle_facts:
-        rng.shuffle(stated)
+        shuffle(rng, stated)
     description, stated = describe(g, stated, rng, config.phrasings)
     text = question_text(g, question.qtype, question.a, question.b, question.term)
     completion = f"Answer: {answer}"
@@ -242,7 +242,7 @@ def _choose_question(
     families = [f for f in by_family if not allowed or f in allowed]
     if not families:
         return None
-    a = rng.choice(by_family[rng.choice(sorted(families))])
+    a = choice(rng, by_family[choice(rng, sorted(families))])
     terms = rel[a]
     if qtype in ("relation", "yesno"):
         term = None if qtype == "relation" else _pick_term(rng, terms)
@@ -251,12 +251,12 @@ def _choose_question(
     others = [
         x for x, ts in rel.items() if x != a and dist.get(x, hi + 9) <= hi and holds(ts, term)
     ]
-    extra = rng.sample(others, min(len(others), rng.randrange(config.max_answers)))
+    extra = rng.sample(others, min(len(others), below(rng, config.max_answers)))
     return _Question(qtype, b, None, term, [a, *extra])
 
 
 def _pick_term(rng: random.Random, terms: list[Term]) -> str:
-    _row, specific, general = rng.choice(terms)
+    _row, specific, general = choice(rng, terms)
     return general if general and rng.random() < 0.3 else specific
 
 
@@ -268,7 +268,7 @@ def _no_question(
     candidates = [a for a, d in dist.items() if lo <= d <= hi]
     if not candidates:
         return None
-    a = rng.choice(candidates)
+    a = choice(rng, candidates)
     terms = rel.get(a, [])
     options: list[str] = []
     for _, specific, _ in terms:
@@ -278,7 +278,7 @@ def _no_question(
     options = [t for t in options if not holds(terms, t)]
     if not options:
         return None
-    return _Question("yesno", b, a, rng.choice(options), [a])
+    return _Question("yesno", b, a, choice(rng, options), [a])
 
 
 @functools.cache
@@ -304,7 +304,7 @@ def _random_shortest_path(
     path = [target]
     x = target
     while dist[x] > 0:
-        x = rng.choice([y for y in adjacency[x] if dist.get(y) == dist[x] - 1])
+        x = choice(rng, [y for y in adjacency[x] if dist.get(y) == dist[x] - 1])
         path.append(x)
     return path
 
@@ -419,7 +419,7 @@ def _add_noise(
         for _ in range(wanted):
             mentioned = _mentioned(facts.values())
             candidates = _noise_candidates(g, facts, mentioned, touching, links)
-            rng.shuffle(candidates)
+            shuffle(rng, candidates)
             for key, fact in candidates[:4]:  # a supporting fact must not shortcut the path
                 facts[key] = fact
                 if (
@@ -432,7 +432,7 @@ def _add_noise(
         other = _true_facts(g, main_size, len(g))
         if not other:
             return
-        start = rng.choice(other)
+        start = choice(rng, other)
         chain = [start]
         people = {start[1], start[2]}
         rest = [f for f in other if f is not start]
@@ -440,7 +440,7 @@ def _add_noise(
             joined = [f for f in rest if f[1] in people or f[2] in people]
             if not joined:
                 break
-            fact = rng.choice(joined)
+            fact = choice(rng, joined)
             rest.remove(fact)
             chain.append(fact)
             people.update(fact[1:])

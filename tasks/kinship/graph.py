@@ -9,10 +9,10 @@ where anonymous placeholder parents have gender UNKNOWN and no name.
 from __future__ import annotations
 
 import random
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from tasks.kinship.draws import below, randint
 from tasks.kinship.terms import FEMALE, GENDER_NAMES, MALE
 
 if TYPE_CHECKING:
@@ -117,18 +117,17 @@ class NameDrawer:
         self.used: set[str] = set()
 
     def draw(self, gender: int) -> str:
-        return _draw(self._rng._randbelow, self.pools[gender], self.used)
+        return _draw(self._rng, self.pools[gender], self.used)
 
 
-def _draw(below: Callable[[int], int], pool: tuple[str, ...], used: set[str]) -> str:
-    """A name of `pool` not in `used` (then added to it): `random.choice(pool)` until one is
-    new, each draw being the same single `_randbelow(len(pool))` call that `choice` makes."""
+def _draw(rng: random.Random, pool: tuple[str, ...], used: set[str]) -> str:
+    """A name of `pool` not in `used` (then added to it): `choice(rng, pool)` until one is new."""
     size = len(pool)
     if len(used) >= size:
         raise ValueError("name pool too small for the family size")
-    name = pool[below(size)]
+    name = pool[below(rng, size)]
     while name in used:
-        name = pool[below(size)]
+        name = pool[below(rng, size)]
     used.add(name)
     return name
 
@@ -148,19 +147,14 @@ def generate_family(
     """
     g = graph if graph is not None else KinGraph()
     cap = len(g) + shape.max_people
-    rand, below = rng.random, rng._randbelow
+    rand = rng.random
     # KinGraph.add_person/add_parent/marry, inlined: every edge here is new and valid.
     all_names, genders = g.names, g.genders
     parents, children, spouses = g.parents, g.children, g.spouses
-    pools, used, name_below = names.pools, names.used, names._rng._randbelow  # names.draw
-
-    def randint(low: int, high: int) -> int:  # rng.randint(low, high): one _randbelow draw
-        if high < low:
-            raise ValueError(f"empty range for randint({low}, {high})")
-        return low + below(high - low + 1)
+    pools, used, name_rng = names.pools, names.used, names._rng  # names.draw
 
     def person(gender: int) -> int:
-        all_names.append(_draw(name_below, pools[gender], used))
+        all_names.append(_draw(name_rng, pools[gender], used))
         genders.append(gender)
         parents.append([])
         children.append([])
@@ -198,11 +192,11 @@ def generate_family(
                 continue
             first = spouse_for(x)
             low = max(1, shape.min_children) if forced else shape.min_children
-            have_children(x, first, randint(low, shape.max_children), following, forced)
+            have_children(x, first, randint(rng, low, shape.max_children), following, forced)
             if rand() < shape.remarriage_prob and len(genders) + 2 <= cap:
                 second = spouse_for(x)
                 have_children(
-                    x, second, randint(0, max(1, shape.max_children - 1)), following, False
+                    x, second, randint(rng, 0, max(1, shape.max_children - 1)), following, False
                 )
                 if rand() < shape.stepchild_prob and len(genders) + 2 <= cap:
                     ex = spouse_for(second) if rand() < 0.5 else None

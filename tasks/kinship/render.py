@@ -10,6 +10,7 @@ from __future__ import annotations
 import random
 from collections.abc import Sequence
 
+from tasks.kinship.draws import below, choice
 from tasks.kinship.graph import KinGraph
 from tasks.kinship.terms import plural
 
@@ -127,9 +128,7 @@ def describe(
     ]
     if phrasings < 1:
         raise ValueError(f"phrasings must be at least 1 (got {phrasings})")
-    # rng.randrange(phrasings) per fact: the same one _randbelow draw.
-    below = rng._randbelow
-    chosen = [below(phrasings) for _ in oriented]  # template index, -1 = BOTH
+    chosen = [below(rng, phrasings) for _ in oriented]  # template index, -1 = BOTH
     count: dict[int, int] = {}
     for (kind, a, b), index in zip(oriented, chosen, strict=True):
         role = _CONVEYS[kind][index]
@@ -178,7 +177,7 @@ def _convey(
         else:
             for y in losing:
                 count[y] -= 1
-            oriented[position], chosen[position] = flipped, rng.choice(options)
+            oriented[position], chosen[position] = flipped, choice(rng, options)
             count[x] = count.get(x, 0) + 1
             return
     assert first is not None  # x comes from one of the facts

@@ -1,0 +1,45 @@
+"""Random draws on a `random.Random`, written out so that compiled code calls them natively.
+
+Each is, bit for bit, the draw CPython's own method makes (`Random._randbelow`, `choice`,
+`shuffle`, `randrange(n)`, `randint`): every stream and every generated dataset stays what it
+was, and no longer hangs on a private method of the standard library.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+from typing import TypeVar
+
+T = TypeVar("T")
+
+
+def below(rng: random.Random, n: int) -> int:
+    """A uniform integer in [0, n) for n >= 1: `getrandbits(n.bit_length())` until one fits
+    (CPython's `_randbelow_with_getrandbits`; also `randrange(n)`)."""
+    k = n.bit_length()
+    r = rng.getrandbits(k)
+    while r >= n:
+        r = rng.getrandbits(k)
+    return r
+
+
+def randint(rng: random.Random, low: int, high: int) -> int:
+    """A uniform integer in [low, high], as `rng.randint(low, high)` draws it."""
+    if high < low:
+        raise ValueError(f"empty range for randint({low}, {high})")
+    return low + below(rng, high - low + 1)
+
+
+def choice(rng: random.Random, seq: Sequence[T]) -> T:
+    """A uniform element of a non-empty sequence, as `rng.choice(seq)` draws it."""
+    if not seq:
+        raise IndexError("cannot choose from an empty sequence")
+    return seq[below(rng, len(seq))]
+
+
+def shuffle(rng: random.Random, x: list[T]) -> None:
+    """Shuffle x in place, as `rng.shuffle(x)` does."""
+    for i in range(len(x) - 1, 0, -1):
+        j = below(rng, i + 1)
+        x[i], x[j] = x[j], x[i]
