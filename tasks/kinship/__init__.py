@@ -14,8 +14,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from tasks.kinship.config import LEVELS, QUESTION_TYPES, KinshipConfig
-from tasks.kinship.generator import GenerationError, make_example
+# First: decides whether the compiled or the source modules are imported (tasks.kinship.native).
+from tasks.kinship.native import ENGINE  # isort: skip
+from tasks.kinship.config import LEVELS, QUESTION_TYPES, GenerationError, KinshipConfig
+from tasks.kinship.generator import make_example
 from tasks.kinship.graph import KinGraph
 from tasks.kinship.relations import relation, relatives
 from tasks.kinship.scoring import parse_answer, score, score_answer
@@ -53,6 +55,7 @@ def generate_dataset(*args: Any, **kwargs: Any) -> dict[str, Any]:
 
 
 __all__ = [
+    "ENGINE",
     "FAMILIES",
     "LEVELS",
     "QUESTION_TYPES",

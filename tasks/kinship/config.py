@@ -19,6 +19,10 @@ QUESTION_TYPES = ("relation", "entity", "count", "yesno")
 MAX_LEVEL = 10
 
 
+class GenerationError(RuntimeError):
+    """The config admits no example (e.g. hops that its families cannot reach)."""
+
+
 @dataclass(frozen=True)
 class KinshipConfig:
     """Knobs of the kinship task. `for_level(d)` gives the preset of difficulty d."""

@@ -15,9 +15,9 @@ from bisect import bisect
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from itertools import accumulate
-from typing import Any
+from typing import Any, cast
 
-from tasks.kinship.config import QUESTION_TYPES, KinshipConfig
+from tasks.kinship.config import QUESTION_TYPES, GenerationError, KinshipConfig
 from tasks.kinship.draws import below, choice, shuffle
 from tasks.kinship.graph import UNKNOWN, FamilyShape, KinGraph, NameDrawer, generate_family
 from tasks.kinship.names import name_pool
@@ -27,11 +27,6 @@ from tasks.kinship.terms import GENDER_NAMES, family_of, gender_swap, generation
 
 MAX_ATTEMPTS = 200
 QUESTIONS_PER_FAMILY = 4  # question draws on one family before a new family is drawn
-_DISCONNECTED_SHAPE = dict(min_children=1, max_children=3, marriage_prob=0.7)
-
-
-class GenerationError(RuntimeError):
-    """The config admits no example (e.g. hops that its families cannot reach)."""
 
 
 def item_rng(seed: int, index: int) -> random.Random:
@@ -93,7 +88,9 @@ def _disconnected_shape(config: KinshipConfig) -> FamilyShape:
         remarriage_prob=0.0,
         stepchild_prob=0.0,
         max_people=max(4, config.disconnected_facts + 2),
-        **_DISCONNECTED_SHAPE,
+        min_children=1,
+        max_children=3,
+        marriage_prob=0.7,
     )
 
 
@@ -435,7 +432,7 @@ def _add_noise(
         start = choice(rng, other)
         chain = [start]
         people = {start[1], start[2]}
-        rest = [f for f in other if f is not start]
+        rest = [f for f in other if f != start]  # facts are distinct; `is` breaks compiled
         while len(chain) < config.disconnected_facts:
             joined = [f for f in rest if f[1] in people or f[2] in people]
             if not joined:
@@ -512,16 +509,19 @@ def _gold(
     """(answer, answers, answer people, involved families) on one graph's relatives of B."""
     qtype, a, term = question.qtype, question.a, question.term
     if qtype == "relation":
+        assert a is not None
         terms = rel.get(a)
         if not terms:
             return None
         answers = specific_terms(terms)
         return answers[0], answers, [a], {family_of(t) for t in answers}
     if qtype == "yesno":
+        assert a is not None and term is not None
         terms = rel.get(a, [])
         answer = "yes" if holds(terms, term) else "no"
         involved = {family_of(term)} | {family_of(t) for t in specific_terms(terms)}
         return answer, [answer], [a], involved
+    assert term is not None
     people = sorted([x for x in mentioned if x in rel and holds(rel[x], term)])
     if not people:
         return None
@@ -551,7 +551,7 @@ def _solve(
         return None
     answer, answers, people, involved = whole
     if question.qtype == "entity":
-        answer = ", ".join(sorted(g.names[x] for x in people))
+        answer = ", ".join(sorted([cast(str, g.names[x]) for x in people]))
         answers = [answer]
     hops = _stated_hops(facts, question.b, people if question.a is None else [question.a])
     if hops is None:
@@ -608,13 +608,14 @@ def _reasoning(
             line = plain_fact(g, fact)
             if line not in lines:
                 lines.append(line)
-    b_name = g.names[question.b]
-    term = question.term
+    b_name, a, term = g.names[question.b], question.a, question.term
     if question.qtype == "relation":
-        lines.append(f"So {g.names[question.a]} is {b_name}'s {answer}.")
+        assert a is not None
+        lines.append(f"So {g.names[a]} is {b_name}'s {answer}.")
     elif question.qtype == "yesno":
-        name = g.names[question.a]
-        terms = rel.get(question.a, [])
+        assert a is not None
+        name = g.names[a]
+        terms = rel.get(a, [])
         if answer == "yes":
             lines.append(f"So {name} is {b_name}'s {term}.")
         elif terms:
@@ -624,6 +625,7 @@ def _reasoning(
     else:
         lines += [f"So {g.names[x]} is {b_name}'s {term}." for x in people]
         if question.qtype == "count":
+            assert term is not None
             lines.append(f"So {b_name} has {answer} {term if answer == '1' else plural(term)}.")
     return "\n".join(lines) + "\n"
 
@@ -642,8 +644,9 @@ def _fact_path(adjacency: dict[int, list[tuple[int, Fact]]], start: int, goal: i
                     following.append(y)
         frontier = following
     path: list[Fact] = []
-    x = goal
-    while previous.get(x) is not None:
-        x, fact = previous[x]
+    step = previous.get(goal)
+    while step is not None:
+        x, fact = step
         path.append(fact)
+        step = previous.get(x)
     return path[::-1]

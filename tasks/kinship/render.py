@@ -190,10 +190,12 @@ def _convey(
 
 def question_text(g: KinGraph, qtype: str, a: int | None, b: int, term: str | None) -> str:
     name_b = g.names[b]
-    if qtype == "relation":
-        return f"How is {g.names[a]} related to {name_b}?"
     if qtype == "entity":
         return f"Who is {name_b}'s {term}?"
     if qtype == "count":
+        assert term is not None
         return f"How many {plural(term)} does {name_b} have?"
+    assert a is not None
+    if qtype == "relation":
+        return f"How is {g.names[a]} related to {name_b}?"
     return f"Is {g.names[a]} {name_b}'s {term}?"
