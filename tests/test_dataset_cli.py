@@ -7,6 +7,8 @@ import os
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from kinrl.cli import main
 from tasks.kinship.splits import find_leaks
@@ -318,3 +320,41 @@ def load(path: Path) -> list[dict]:
 
         return pq.read_table(path).to_pylist()
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+
+
+def _stdlib_line(record: dict) -> str:
+    return json.dumps(record, ensure_ascii=False, separators=(",", ":"))
+
+
+def test_json_lines_are_the_bytes_the_standard_library_writes() -> None:
+    """`kinrl generate` writes lines with orjson; they must be json.dumps' bytes exactly."""
+    from tasks.io import json_line
+    from tasks.kinship import KinshipConfig, make_example
+    from tasks.kinship.pairs import FeedbackConfig, make_binary, make_pair
+
+    feedback = FeedbackConfig()
+    for level in range(1, 11):
+        config = KinshipConfig.for_level(level, reasoning=level % 2 == 0)
+        records = [make_example(config, 11, i) for i in range(20)]
+        records += [make_pair(config, feedback, 11, i) for i in range(10)]
+        records += [make_binary(config, feedback, 11, i) for i in range(10)]
+        for record in records:
+            assert json_line(record) == _stdlib_line(record)
+
+
+@given(
+    st.dictionaries(
+        st.text(),
+        st.recursive(
+            st.none() | st.booleans() | st.integers(-(2**63), 2**64 - 1) | st.text(),
+            lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(), inner),
+            max_leaves=8,
+        ),
+        max_size=5,
+    )
+)
+def test_json_line_matches_the_standard_library_on_any_strings(record: dict) -> None:
+    """Names may hold any character (apostrophes, hyphens, accents, control characters)."""
+    from tasks.io import json_line
+
+    assert json_line(record) == _stdlib_line(record)
