@@ -13,9 +13,8 @@ import functools
 import random
 from bisect import bisect
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from itertools import accumulate
-from typing import Any, cast
+from typing import Any, Final, cast
 
 from tasks.kinship.config import QUESTION_TYPES, GenerationError, KinshipConfig
 from tasks.kinship.draws import below, choice, shuffle
@@ -25,8 +24,8 @@ from tasks.kinship.relations import Term, holds, relatives, specific_terms
 from tasks.kinship.render import Fact, describe, plain_fact, question_text
 from tasks.kinship.terms import GENDER_NAMES, family_of, gender_swap, generation_shifts, plural
 
-MAX_ATTEMPTS = 200
-QUESTIONS_PER_FAMILY = 4  # question draws on one family before a new family is drawn
+MAX_ATTEMPTS: Final = 200
+QUESTIONS_PER_FAMILY: Final = 4  # question draws on one family before a new family is drawn
 
 
 def item_rng(seed: int, index: int) -> random.Random:
@@ -35,13 +34,17 @@ def item_rng(seed: int, index: int) -> random.Random:
     return random.Random(f"kinrl/kinship/{seed}/{index}")
 
 
-@dataclass(slots=True)
 class _Question:
-    qtype: str
-    b: int
-    a: int | None  # relation / yesno subject
-    term: str | None  # entity / count / yesno query term
-    targets: list[int]  # people whose path to B is stated
+    __slots__ = ("a", "b", "qtype", "targets", "term")
+
+    def __init__(
+        self, qtype: str, b: int, a: int | None, term: str | None, targets: list[int]
+    ) -> None:
+        self.qtype = qtype
+        self.b = b
+        self.a = a  # relation / yesno subject
+        self.term = term  # entity / count / yesno query term
+        self.targets = targets  # people whose path to B is stated
 
 
 def make_example(
@@ -189,7 +192,7 @@ def _try_question(
     }
 
 
-_FIELD_ORDER = (
+_FIELD_ORDER: Final = (
     "id",
     "split",
     "difficulty",
@@ -286,7 +289,7 @@ def _near_misses(term: str) -> tuple[str, ...]:
     return ((swapped,) if swapped else ()) + tuple(generation_shifts(term))
 
 
-_COMMON_TERMS = [
+_COMMON_TERMS: Final = [
     "mother", "father", "daughter", "son", "sister", "brother", "half-sister", "grandmother",
     "grandson", "aunt", "uncle", "niece", "nephew", "first cousin", "wife", "husband",
     "mother-in-law", "son-in-law", "sister-in-law", "stepfather", "stepdaughter", "stepbrother",

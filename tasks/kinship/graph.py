@@ -9,8 +9,8 @@ where anonymous placeholder parents have gender UNKNOWN and no name.
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Final
 
 from tasks.kinship.draws import below, randint
 from tasks.kinship.terms import FEMALE, GENDER_NAMES, MALE
@@ -18,18 +18,32 @@ from tasks.kinship.terms import FEMALE, GENDER_NAMES, MALE
 if TYPE_CHECKING:
     import networkx as nx
 
-UNKNOWN = -1
+UNKNOWN: Final = -1
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, init=False)  # a written-out __init__ compiles; a generated one would not
 class KinGraph:
     """People with genders, at most two parents each, and marriages."""
 
-    names: list[str | None] = field(default_factory=list)
-    genders: list[int] = field(default_factory=list)
-    parents: list[list[int]] = field(default_factory=list)
-    children: list[list[int]] = field(default_factory=list)
-    spouses: list[list[int]] = field(default_factory=list)
+    names: list[str | None]
+    genders: list[int]
+    parents: list[list[int]]
+    children: list[list[int]]
+    spouses: list[list[int]]
+
+    def __init__(
+        self,
+        names: list[str | None] | None = None,
+        genders: list[int] | None = None,
+        parents: list[list[int]] | None = None,
+        children: list[list[int]] | None = None,
+        spouses: list[list[int]] | None = None,
+    ) -> None:
+        self.names = [] if names is None else names
+        self.genders = [] if genders is None else genders
+        self.parents = [] if parents is None else parents
+        self.children = [] if children is None else children
+        self.spouses = [] if spouses is None else spouses
 
     def __len__(self) -> int:
         return len(self.genders)

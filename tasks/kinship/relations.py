@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Iterable
+from typing import Final
 
 from tasks.kinship.graph import KinGraph
 from tasks.kinship.terms import (
@@ -91,7 +92,7 @@ def _cousin(i: int, j: int) -> Term:
 
 # _SIMPLE_TERMS[row][gender]: the Term of a row without generation count. The caches above
 # are bounded too: generations never exceed the number of people of a graph.
-_SIMPLE_TERMS: dict[int, tuple[Term, Term]] = {
+_SIMPLE_TERMS: Final[dict[int, tuple[Term, Term]]] = {
     row: (
         (row, simple_term(row, 0), simple_general(row)),
         (row, simple_term(row, 1), simple_general(row)),

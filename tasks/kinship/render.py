@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Sequence
+from typing import Final
 
 from tasks.kinship.draws import below, choice
 from tasks.kinship.graph import KinGraph
@@ -20,7 +21,7 @@ Fact = tuple[str, int, int]
 # participant whose gender it conveys ("a", "b" or "" for none), then one conveying both.
 # {ra}: a's word for the relation (mother, wife, sister); {rb}: b's word (son, husband, brother);
 # {pa}: a's possessive pronoun.
-TEMPLATES: dict[str, list[tuple[str, str]]] = {
+TEMPLATES: Final[dict[str, list[tuple[str, str]]]] = {
     "parent": [
         ("{a} is {b}'s {ra}.", "a"),
         ("{a} has a {rb}, {b}.", "b"),
@@ -40,18 +41,18 @@ TEMPLATES: dict[str, list[tuple[str, str]]] = {
         ("{b} is {a}'s {rb}.", "b"),
     ],
 }
-BOTH = {
+BOTH: Final = {
     "parent": "{a} is {b}'s {ra}, and {b} is {pa} {rb}.",
     "spouse": "{a} and {b} are {ra} and {rb}.",
     "sibling": "{a} is {b}'s {ra}, and {b} is {pa} {rb}.",
 }
-_WORDS = {
+_WORDS: Final = {
     # kind: (a's word by a's gender, b's word by b's gender)
     "parent": (("mother", "father"), ("daughter", "son")),
     "spouse": (("wife", "husband"), ("wife", "husband")),
     "sibling": (("sister", "brother"), ("sister", "brother")),
 }
-_POSSESSIVE = ("her", "his")
+_POSSESSIVE: Final = ("her", "his")
 
 
 def render_fact(g: KinGraph, fact: Fact, template: str) -> str:
@@ -77,7 +78,7 @@ def _fill(template: str, kind: str, ga: int, gb: int) -> str:
 
 
 # _FILLED[kind][index][ga][gb]: template `index` of `kind` (-1 = BOTH) filled by `_fill`.
-_FILLED: dict[str, tuple[tuple[tuple[str, str], tuple[str, str]], ...]] = {
+_FILLED: Final[dict[str, tuple[tuple[tuple[str, str], tuple[str, str]], ...]]] = {
     kind: tuple(
         tuple(
             tuple(_fill(template, kind, ga, gb) for gb in (0, 1))  # type: ignore[misc]
@@ -88,11 +89,11 @@ _FILLED: dict[str, tuple[tuple[tuple[str, str], tuple[str, str]], ...]] = {
     for kind, options in TEMPLATES.items()
 }
 # _CONVEYS[kind][index]: whose gender template `index` of `kind` conveys (-1 = BOTH: both).
-_CONVEYS: dict[str, tuple[str, ...]] = {
+_CONVEYS: Final[dict[str, tuple[str, ...]]] = {
     kind: (*(role for _, role in options), "ab") for kind, options in TEMPLATES.items()
 }
 # _OPTIONS[kind, role, phrasings]: the templates among the first `phrasings` conveying `role`.
-_OPTIONS: dict[tuple[str, str, int], list[int]] = {
+_OPTIONS: Final[dict[tuple[str, str, int], list[int]]] = {
     (kind, role, phrasings): [i for i in range(phrasings) if options[i][1] == role]
     for kind, options in TEMPLATES.items()
     for role in ("a", "b")
