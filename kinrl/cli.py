@@ -49,7 +49,7 @@ def _integer(low: int, high: int | None, allowed: str):
 
 _level = _integer(1, MAX_LEVEL, f"an integer in 1..{MAX_LEVEL}")
 _count = _integer(1, None, "a positive integer")
-_seed = _integer(0, None, "a non-negative integer")
+_seed = _integer(0, 2**63 - 1, "an integer in 0..2**63-1")  # int64 in Parquet files
 
 
 def _csv(text: str) -> tuple[str, ...]:

@@ -346,7 +346,12 @@ def test_json_lines_are_the_bytes_the_standard_library_writes() -> None:
     st.dictionaries(
         st.text(),
         st.recursive(
-            st.none() | st.booleans() | st.integers(-(2**63), 2**64 - 1) | st.text(),
+            st.none()
+            | st.booleans()
+            | st.integers()
+            | st.just(0.0)
+            | st.floats(min_value=1e-4, max_value=1.0)  # rewards, fractions
+            | st.text(),
             lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(), inner),
             max_leaves=8,
         ),
@@ -354,7 +359,8 @@ def test_json_lines_are_the_bytes_the_standard_library_writes() -> None:
     )
 )
 def test_json_line_matches_the_standard_library_on_any_strings(record: dict) -> None:
-    """Names may hold any character (apostrophes, hyphens, accents, control characters)."""
+    """Names may hold any character (apostrophes, hyphens, accents, control characters);
+    integers of any size; floats where records have them."""
     from tasks.io import json_line
 
     assert json_line(record) == _stdlib_line(record)

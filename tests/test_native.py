@@ -78,53 +78,68 @@ def test_compiled_records_equal_the_source_records() -> None:
         assert a == b, f"record {i} differs between the compiled and the source generator"
 
 
-def _package(folder: Path, built: tuple[str, ...], stamp: dict[str, str] | None) -> None:
-    for name in COMPILED:
-        (folder / f"{name}.py").write_text(f"NAME = {name!r}\n")
+def _package(folder: Path, built: tuple[str, ...], stamp: bool) -> Path:
+    """A fake tasks/kinship under `folder`: sources, `built` extensions, and a stamp of every
+    .py file (plus a tracked module outside kinship/) if `stamp`."""
+    kinship = folder / "kinship"
+    kinship.mkdir(exist_ok=True)
+    for name in (*COMPILED, "config"):
+        (kinship / f"{name}.py").write_text(f"NAME = {name!r}\n")
+    (folder / "fields.py").write_text("FIELDS = 1\n")
     suffix = importlib.machinery.EXTENSION_SUFFIXES[0]
     for name in built:
-        (folder / f"{name}{suffix}").write_bytes(b"not really a library")
-    if stamp is not None:
-        (folder / STAMP).write_text(json.dumps(stamp))
+        (kinship / f"{name}{suffix}").write_bytes(b"not really a library")
+    if stamp:
+        paths = [*kinship.glob("*.py"), folder / "fields.py"]
+        digests = {
+            path.relative_to(folder).as_posix(): hashlib.sha256(path.read_bytes()).hexdigest()
+            for path in paths
+        }
+        (kinship / STAMP).write_text(json.dumps(digests))
+    return kinship
 
 
-def _digests(folder: Path) -> dict[str, str]:
-    return {
-        name: hashlib.sha256((folder / f"{name}.py").read_bytes()).hexdigest() for name in COMPILED
-    }
+SHARED = "json"  # stands in for the build's shared library: any importable module
 
 
 def test_choose_runs_a_build_only_while_it_matches_its_sources(tmp_path: Path) -> None:
-    _package(tmp_path, (), None)
-    assert choose(tmp_path, {})[0] == "python"  # nothing compiled
+    kinship = _package(tmp_path, (), stamp=False)
+    assert choose(kinship, {}, SHARED)[0] == "python"  # nothing compiled
 
-    _package(tmp_path, COMPILED, _digests(tmp_path))
-    assert choose(tmp_path, {}) == ("mypyc", "compiled with mypyc")
-    assert choose(tmp_path, {"KINRL_PURE_PYTHON": "1"})[0] == "python"
-    assert choose(tmp_path, {"KINRL_PURE_PYTHON": "0"})[0] == "mypyc"
+    kinship = _package(tmp_path, COMPILED, stamp=True)
+    assert choose(kinship, {}, SHARED) == ("mypyc", "compiled with mypyc")
+    assert choose(kinship, {"KINRL_PURE_PYTHON": "1"}, SHARED)[0] == "python"
+    assert choose(kinship, {"KINRL_PURE_PYTHON": "0"}, SHARED)[0] == "mypyc"
 
-    (tmp_path / "render.py").write_text("NAME = 'edited'\n")  # edited after the build
-    engine, reason = choose(tmp_path, {})
-    assert engine == "python" and reason.startswith("stale") and "render.py" in reason
+    engine, reason = choose(kinship, {}, "kinrl_no_such_library__mypyc")
+    assert engine == "python" and "shared library" in reason
 
-    (tmp_path / STAMP).unlink()  # a build without its stamp is not trusted
-    assert choose(tmp_path, {})[0] == "python"
+    for edited in (kinship / "render.py", kinship / "config.py", tmp_path / "fields.py"):
+        _package(tmp_path, COMPILED, stamp=True)
+        edited.write_text("NAME = 'edited after the build'\n")
+        engine, reason = choose(kinship, {}, SHARED)
+        assert engine == "python" and reason.startswith("stale"), edited
+        assert edited.relative_to(tmp_path).as_posix() in reason
+
+    _package(tmp_path, COMPILED, stamp=True)
+    (kinship / "graph.py").unlink()  # a stamped source gone
+    assert choose(kinship, {}, SHARED)[0] == "python"
+
+    _package(tmp_path, COMPILED, stamp=True)
+    (kinship / STAMP).unlink()  # a build without its stamp (interrupted) is not trusted
+    assert choose(kinship, {}, SHARED)[0] == "python"
 
 
 def test_choose_refuses_a_partial_build(tmp_path: Path) -> None:
-    _package(tmp_path, COMPILED[:-1], None)
-    _package(tmp_path, COMPILED[:-1], _digests(tmp_path))
-    engine, reason = choose(tmp_path, {})
+    kinship = _package(tmp_path, COMPILED[:-1], stamp=True)
+    engine, reason = choose(kinship, {}, SHARED)
     assert engine == "python" and f"{COMPILED[-1]}.py" in reason
 
 
 def test_source_finder_imports_the_py_file_ahead_of_a_build(tmp_path: Path) -> None:
-    package = tmp_path / "fakepkg"
-    package.mkdir()
-    (package / "__init__.py").write_text("")
-    _package(package, COMPILED, None)
-    finder = SourceFinder("fakepkg", package, COMPILED)
+    kinship = _package(tmp_path, COMPILED, stamp=False)
+    finder = SourceFinder("fakepkg", kinship, COMPILED)
     spec = finder.find_spec("fakepkg.render", None)
-    assert spec is not None and spec.origin == str(package / "render.py")
+    assert spec is not None and spec.origin == str(kinship / "render.py")
     assert finder.find_spec("fakepkg.config", None) is None  # not one of the compiled modules
     assert finder.find_spec("otherpkg.render", None) is None

@@ -17,6 +17,8 @@ T = TypeVar("T")
 def below(rng: random.Random, n: int) -> int:
     """A uniform integer in [0, n) for n >= 1: `getrandbits(n.bit_length())` until one fits
     (CPython's `_randbelow_with_getrandbits`; also `randrange(n)`)."""
+    if n <= 0:
+        raise ValueError(f"empty range for below({n})")
     k = n.bit_length()
     r = rng.getrandbits(k)
     while r >= n:

@@ -1,12 +1,13 @@
 """Which build of the generator's hot modules runs: the mypyc-compiled one, or the source.
 
 `pip install` compiles the modules of `COMPILED` to C with mypyc (see `setup.py`), which makes
-records about twice as fast, and stamps the SHA-256 of each source it compiled in
-`_compiled.json`. Python would import a compiled module in preference to its source even after
-the source was edited, so `tasks.kinship` imports this module first, and it runs the compiled
-build only while every stamp still matches its source; otherwise (or with KINRL_PURE_PYTHON=1
-in the environment) the sources are imported, with a warning if a build was stale. Both give
-identical records (`tests/test_native.py`).
+records 1.5-1.7x as fast, and stamps in `_compiled.json` the SHA-256 of every source mypyc
+read (the compiled modules and the project modules whose types it relied on). Python would
+import a compiled module in preference to its source even after the source was edited, so
+`tasks.kinship` imports this module first, and it runs the compiled build only while it is
+whole and every stamp still matches its source; otherwise (or with KINRL_PURE_PYTHON=1 in the
+environment) all the sources are imported, never a mix, with a warning if a build was stale.
+Both give identical records (`tests/test_native.py`).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from pathlib import Path
 from types import ModuleType
 
 COMPILED = ("draws", "relations", "graph", "render", "generator")  # setup.py compiles these
+SHARED = "kinrl_kinship__mypyc"  # the library the compiled modules share (setup.GROUP)
 PACKAGE = "tasks.kinship"
 HERE = Path(__file__).resolve().parent
 STAMP = "_compiled.json"
@@ -37,28 +39,36 @@ def _compiled_file(folder: Path, name: str) -> Path | None:
     return None
 
 
-def choose(folder: Path, environ: Mapping[str, str]) -> tuple[str, str]:
-    """("mypyc" or "python", why) for the modules of `folder`; a reason starting with "stale"
-    means a build exists but does not match its sources."""
+def choose(folder: Path, environ: Mapping[str, str], shared: str = SHARED) -> tuple[str, str]:
+    """("mypyc" or "python", why) for the modules of `folder` (a copy of tasks/kinship); a
+    reason starting with "stale" means a build exists but may not match its sources."""
     if environ.get("KINRL_PURE_PYTHON", "0") not in ("", "0"):
         return "python", "KINRL_PURE_PYTHON is set"
     built = [name for name in COMPILED if _compiled_file(folder, name) is not None]
     if not built:
         return "python", "not compiled (install with a C compiler, or KINRL_COMPILE was 0)"
+    missing = [f"{name}.py" for name in COMPILED if name not in built]
+    if missing:
+        return "python", f"stale build: {', '.join(missing)} not built"
     try:
         stamp = json.loads((folder / STAMP).read_text())
     except (OSError, ValueError):
-        stamp = {}
-    missing = [name for name in COMPILED if name not in built]
-    changed = [
-        name
-        for name in COMPILED
-        if stamp.get(name) != hashlib.sha256((folder / f"{name}.py").read_bytes()).hexdigest()
-    ]
-    if missing or changed:
-        which = ", ".join(f"{name}.py" for name in missing or changed)
-        return "python", f"stale build: {which} changed since compiled or not built"
+        return "python", f"stale build: no {STAMP} (an interrupted or failed build)"
+    if not isinstance(stamp, dict) or any(f"kinship/{n}.py" not in stamp for n in COMPILED):
+        return "python", f"stale build: {STAMP} does not cover the compiled modules"
+    changed = [path for path, digest in stamp.items() if _digest(folder.parent / path) != digest]
+    if changed:
+        return "python", f"stale build: {', '.join(changed)} changed since it was compiled"
+    if importlib.util.find_spec(shared) is None:
+        return "python", f"stale build: its shared library {shared} is not importable"
     return "mypyc", "compiled with mypyc"
+
+
+def _digest(path: Path) -> str | None:
+    try:
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+    except OSError:
+        return None
 
 
 class SourceFinder(importlib.abc.MetaPathFinder):
@@ -85,7 +95,7 @@ if ENGINE == "python" and any(_compiled_file(HERE, name) for name in COMPILED):
     if REASON.startswith("stale"):
         warnings.warn(
             f"kinrl: the compiled kinship generator is out of date ({REASON}); running the "
-            "Python sources, about half as fast. Rebuild it with `pip install -e .`.",
+            "Python sources, about 40% slower. Rebuild it with `pip install -e .`.",
             RuntimeWarning,
             stacklevel=2,
         )
