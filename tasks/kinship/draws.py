@@ -1,12 +1,14 @@
 """Random draws on a `random.Random`, written out so that compiled code calls them natively.
 
 Each is, bit for bit, the draw CPython's own method makes (`Random._randbelow`, `choice`,
-`shuffle`, `randrange(n)`, `randint`): every stream and every generated dataset stays what it
-was, and no longer hangs on a private method of the standard library.
+`shuffle`, `sample`, `randrange(n)`, `randint`): every stream and every generated dataset
+stays what it was, and no longer hangs on a private method of the standard library
+(`tests/test_draws.py` compares them with the methods).
 """
 
 from __future__ import annotations
 
+import math
 import random
 from collections.abc import Sequence
 from typing import TypeVar
@@ -45,3 +47,30 @@ def shuffle(rng: random.Random, x: list[T]) -> None:
     for i in range(len(x) - 1, 0, -1):
         j = below(rng, i + 1)
         x[i], x[j] = x[j], x[i]
+
+
+def sample(rng: random.Random, population: Sequence[T], k: int) -> list[T]:
+    """k distinct elements in selection order, as `rng.sample(population, k)` draws them: a
+    partial shuffle of a copy for small populations, rejection of repeats for large ones."""
+    n = len(population)
+    if not 0 <= k <= n:
+        raise ValueError("sample larger than population or is negative")
+    result: list[T] = []
+    setsize = 21  # CPython's cut-over between the two methods, kept for the same draws
+    if k > 5:
+        setsize += 4 ** math.ceil(math.log(k * 3, 4))
+    if n <= setsize:
+        pool = list(population)
+        for i in range(k):
+            j = below(rng, n - i)
+            result.append(pool[j])
+            pool[j] = pool[n - i - 1]
+    else:
+        selected: set[int] = set()
+        for _ in range(k):
+            j = below(rng, n)
+            while j in selected:
+                j = below(rng, n)
+            selected.add(j)
+            result.append(population[j])
+    return result

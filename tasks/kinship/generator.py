@@ -17,7 +17,7 @@ from itertools import accumulate
 from typing import Any, Final, cast
 
 from tasks.kinship.config import QUESTION_TYPES, GenerationError, KinshipConfig
-from tasks.kinship.draws import below, choice, shuffle
+from tasks.kinship.draws import below, choice, sample, shuffle
 from tasks.kinship.graph import UNKNOWN, FamilyShape, KinGraph, NameDrawer, generate_family
 from tasks.kinship.names import name_pool
 from tasks.kinship.relations import Term, holds, relatives, specific_terms
@@ -251,7 +251,7 @@ def _choose_question(
     others = [
         x for x, ts in rel.items() if x != a and dist.get(x, hi + 9) <= hi and holds(ts, term)
     ]
-    extra = rng.sample(others, min(len(others), below(rng, config.max_answers)))
+    extra = sample(rng, others, min(len(others), below(rng, config.max_answers)))
     return _Question(qtype, b, None, term, [a, *extra])
 
 
@@ -274,7 +274,7 @@ def _no_question(
     for _, specific, _ in terms:
         options += _near_misses(specific)
     if not options or rng.random() < 0.3:
-        options += rng.sample(_COMMON_TERMS, 3)
+        options += sample(rng, _COMMON_TERMS, 3)
     options = [t for t in options if not holds(terms, t)]
     if not options:
         return None
@@ -452,25 +452,39 @@ def stated_graph(g: KinGraph, facts: list[Fact]) -> KinGraph:
     """The solvability graph of spec section 4: mentioned people with their genders, parent and
     spouse edges from the facts, and each group joined by sibling facts given the union of its
     stated parents padded to exactly two with anonymous placeholders. People of `g` keep their
-    ids (unmentioned ones stay isolated); placeholders get new ids with gender UNKNOWN."""
+    ids (unmentioned ones stay isolated); placeholders get new ids with gender UNKNOWN.
+
+    The result is read-only: people no fact names share one empty list per relation, and
+    without sibling facts the names and genders are `g`'s own lists."""
     n = len(g)
-    s = KinGraph(
-        names=list(g.names),
-        genders=list(g.genders),
-        parents=[[] for _ in range(n)],
-        children=[[] for _ in range(n)],
-        spouses=[[] for _ in range(n)],
-    )
+    none: list[int] = []  # everyone's edges until a fact names them; never appended to
+    parents, children, spouses = [none] * n, [none] * n, [none] * n
     siblings = False
     for kind, a, b in facts:
         if kind == "parent":
-            s.add_parent(a, b)
+            if parents[b] is none:
+                parents[b] = []
+            if children[a] is none:
+                children[a] = []
+            if a == b or a in parents[b] or len(parents[b]) >= 2:
+                raise ValueError(f"facts give a bad parent edge {a} -> {b}")
+            parents[b].append(a)
+            children[a].append(b)
         elif kind == "spouse":
-            s.marry(a, b)
+            if spouses[a] is none:
+                spouses[a] = []
+            if spouses[b] is none:
+                spouses[b] = []
+            if a == b or b in spouses[a]:
+                raise ValueError(f"facts give a bad marriage {a} - {b}")
+            spouses[a].append(b)
+            spouses[b].append(a)
         else:
             siblings = True
+    s = KinGraph(g.names, g.genders, parents, children, spouses)
     if not siblings:
         return s
+    s.names, s.genders = list(g.names), list(g.genders)  # placeholders will be added
     group = list(range(n))  # union-find over sibling facts
 
     def find(x: int) -> int:
@@ -490,15 +504,18 @@ def stated_graph(g: KinGraph, facts: list[Fact]) -> KinGraph:
                 if x not in members[find(x)]:
                     members[find(x)].append(x)
     for people in members.values():
-        shared = list(dict.fromkeys(p for x in people for p in s.parents[x]))
+        shared = list(dict.fromkeys(p for x in people for p in parents[x]))
         if len(shared) > 2:
             raise ValueError("sibling facts give a child more than two parents")
         while len(shared) < 2:
             shared.append(s.add_person(None, UNKNOWN))
         for x in people:
+            if parents[x] is none:
+                parents[x] = []
             for p in shared:
-                if p not in s.parents[x]:
-                    s.add_parent(p, x)
+                if p not in parents[x]:
+                    parents[x].append(p)
+                    children[p].append(x)  # p is stated as a parent, or a new placeholder
     return s
 
 
