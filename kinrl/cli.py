@@ -576,6 +576,7 @@ def _run_eval(args: argparse.Namespace) -> int:
 def _run_sample(args: argparse.Namespace) -> int:
     from evaluators.accuracy import complete
     from trainers.checkpoint import load_run
+    from trainers.tokenizer import unknown_words
 
     _start_jax()
     if not math.isfinite(args.temperature) or args.temperature < 0:
@@ -586,6 +587,16 @@ def _run_sample(args: argparse.Namespace) -> int:
         model, _, tokenizer = load_run(args.run_dir)
     except ValueError as error:
         raise UsageError(str(error).splitlines()[0]) from None
+    unknown = unknown_words(tokenizer, prompt)
+    if unknown:
+        shown = ", ".join(unknown[:10]) + (
+            f" and {len(unknown) - 10} more" if len(unknown) > 10 else ""
+        )
+        print(
+            f"kinrl: warning: --prompt has words the run's tokenizer does not know, each read as "
+            f"{tokenizer.unk_token}: {shown}",
+            file=sys.stderr,
+        )
     [completion] = complete(
         model, tokenizer, [prompt], batch_size=1, max_new_tokens=args.max_new_tokens,
         temperature=args.temperature, seed=args.seed,

@@ -48,7 +48,18 @@ def test_train_eval_and_sample(run_dir, data_dir, tmp_path, capsys):
     assert json.loads(capsys.readouterr().out.splitlines()[0])["n"] == 8
     prompt = "Ann is Bob's mother.\\nQuestion: Who is Bob's mother?"
     assert main(["sample", "--run", str(run_dir), "--prompt", prompt, "--max-new-tokens", "5"]) == 0
-    assert len(capsys.readouterr().out.splitlines()) <= 6  # 5 tokens at most
+    captured = capsys.readouterr()
+    assert len(captured.out.splitlines()) <= 6  # 5 tokens at most
+    assert captured.err == ""  # every word known
+
+
+def test_sample_warns_about_words_outside_the_vocabulary(run_dir, capsys):
+    capsys.readouterr()
+    prompt = "Zqxv is Bob's mother.\\nQuestion: Who is Wrrzl's mother?"
+    assert main(["sample", "--run", str(run_dir), "--prompt", prompt, "--max-new-tokens", "2"]) == 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("kinrl: warning: --prompt has words"), err
+    assert err[0].endswith(": Zqxv, Wrrzl")
 
 
 def _error(capsys, argv: list[str]) -> str:

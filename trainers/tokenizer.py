@@ -218,6 +218,20 @@ def decode(tokenizer: FastTokenizer | PreTrainedTokenizerBase, ids: Iterable[int
     return text
 
 
+def unknown_words(tokenizer: FastTokenizer | PreTrainedTokenizerBase, text: str) -> list[str]:
+    """The pieces of `text` the tokenizer reads as its unknown token, in order, without
+    repeats ([] for a tokenizer without one, such as GPT-2's byte-level BPE)."""
+    unk = tokenizer.unk_token_id
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if unk is None or backend is None:
+        return []
+    encoding = backend.encode(text, add_special_tokens=False)
+    pieces = [
+        text[a:b] for i, (a, b) in zip(encoding.ids, encoding.offsets, strict=True) if i == unk
+    ]
+    return list(dict.fromkeys(pieces))
+
+
 def is_word_level(tokenizer: FastTokenizer | PreTrainedTokenizerBase) -> bool:
     backend = getattr(tokenizer, "backend_tokenizer", None)
     return backend is not None and isinstance(backend.model, models.WordLevel)
