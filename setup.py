@@ -5,8 +5,8 @@ Set KINRL_COMPILE=0 to install without compiling (this also removes an old in-pl
 Without a C compiler, or if mypyc refuses, the install goes on with the pure-Python modules.
 
 Next to the compiled modules the build writes `tasks/kinship/_compiled.json`: the SHA-256 of
-every source mypyc read (the compiled modules and the project modules whose types it relied
-on), hashed before compiling, written only once every extension of this build was built.
+every project module mypyc reads (ANALYSED: the compiled modules and those whose types they
+rely on), hashed before compiling, written only once every extension of this build was built.
 `tasks.kinship` imports the compiled modules only while all of them still match (see
 `tasks/kinship/native.py`), so an edited source is never shadowed by a stale build.
 """
@@ -29,13 +29,18 @@ STAMP = "tasks/kinship/_compiled.json"
 ROOT = Path(__file__).resolve().parent
 
 
+# The project modules mypyc reads: the compiled ones and those they import names from, whose
+# types are compiled in (a changed field type of KinshipConfig must invalidate the build).
+ANALYSED = [*SOURCES, *(f"tasks/kinship/{name}.py" for name in ("config", "names", "terms"))]
+ANALYSED.append("tasks/fields.py")
+
+
 def analysed() -> dict[str, str]:
-    """SHA-256 of every project module mypyc type-checks, keyed by path under tasks/ (the
-    keys tasks.kinship.native.choose checks)."""
-    paths = [*sorted((ROOT / "tasks" / "kinship").glob("*.py")), ROOT / "tasks" / "fields.py"]
+    """SHA-256 of every module of ANALYSED, keyed by path under tasks/ (the keys
+    tasks.kinship.native.choose checks)."""
     return {
-        path.relative_to(ROOT / "tasks").as_posix(): hashlib.sha256(path.read_bytes()).hexdigest()
-        for path in paths
+        path.removeprefix("tasks/"): hashlib.sha256((ROOT / path).read_bytes()).hexdigest()
+        for path in ANALYSED
     }
 
 

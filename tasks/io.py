@@ -123,7 +123,9 @@ def run_chunk(job: ChunkJob) -> Chunk:
             records.append(record)
         fingerprints.append(job.fingerprint(record))
         level, people, mentioned, facts, qtype, family = job.describe(record)
-        s = stats.setdefault(level, LevelStats())
+        s = stats.get(level)
+        if s is None:  # (not setdefault: that would build a LevelStats per record)
+            s = stats[level] = LevelStats()
         s.records += 1
         s.people += people
         s.mentioned += mentioned

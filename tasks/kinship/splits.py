@@ -122,9 +122,9 @@ def plan_splits(
 def family_fingerprint(record: Mapping[str, Any]) -> int:
     """A 64-bit hash of a record's whole family graph (names, genders, edges), independent of
     the order the lists are written in."""
-    people = sorted(f"{p['name']}:{p['gender']}" for p in record["people"])
-    parents = sorted(f"{p}>{c}" for p, c in record["parents"])
-    spouses = sorted("=".join(sorted(pair)) for pair in record["spouses"])
+    people = sorted([f"{p['name']}:{p['gender']}" for p in record["people"]])
+    parents = sorted([f"{p}>{c}" for p, c in record["parents"]])
+    spouses = sorted([f"{a}={b}" if a <= b else f"{b}={a}" for a, b in record["spouses"]])
     text = "|".join(people) + "#" + "|".join(parents) + "#" + "|".join(spouses)
     return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "big")
 
