@@ -15,7 +15,7 @@ import math
 import os
 import sys
 import typing
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
 
 from tasks.kinship.config import MAX_LEVEL, KinshipConfig
@@ -410,28 +410,47 @@ def _shown(summary: dict[str, Any]) -> dict[str, Any]:
     return {k: float(f"{v:.4g}") if isinstance(v, float) else v for k, v in summary.items()}
 
 
-def _run_train_sft(args: argparse.Namespace) -> int:
-    from trainers.sft import SFTConfig, prepare_sft, run_sft
+def _train(
+    args: argparse.Namespace,
+    config_class: type,
+    prepare: Callable[[Any], Any],
+    run: Callable[[Any, Any], dict[str, Any]],
+) -> int:
+    """What every `kinrl train` method does: check the input (hosts, options, data, run folder)
+    with `prepare(config)` before any training, then `run(config, setup)`; exit 2 with one line
+    on bad input, 130 on Ctrl-C (a rerun resumes)."""
     from trainers.sharding import initialize_distributed
 
     _start_jax()
     _check_hosts(args)
     initialize_distributed(args.coordinator_address, args.num_processes, args.process_id)
     try:  # every check of the user's input happens here, before any training
-        config = _train_config(SFTConfig, args)
-        mesh, setup = prepare_sft(config, args.data, args.out, args.init)
+        config = _train_config(config_class, args)
+        setup = prepare(config)
     except (ValueError, OSError) as error:
-        raise _setup_error(error, SFTConfig, args.out) from None
-    except KeyboardInterrupt:  # the run folder may exist by now: a rerun picks it up
+        raise _setup_error(error, config_class, args.out) from None
+    except KeyboardInterrupt:  # e.g. during a reference pass, after the run folder exists
         _interrupted(args)
         return 130
     try:
-        summary = run_sft(config, setup, mesh, args.out, progress=not args.quiet)
+        summary = run(config, setup)
     except KeyboardInterrupt:  # on a line of its own, below the progress bar
         _interrupted(args)
         return 130
     print(f"trained {args.out}: {json.dumps(_shown(summary))}")
     return 0
+
+
+def _run_train_sft(args: argparse.Namespace) -> int:
+    from trainers.sft import SFTConfig, prepare_sft, run_sft
+
+    def run(config: SFTConfig, prepared: tuple[Any, Any]) -> dict[str, Any]:
+        mesh, setup = prepared
+        return run_sft(config, setup, mesh, args.out, progress=not args.quiet)
+
+    return _train(
+        args, SFTConfig, lambda config: prepare_sft(config, args.data, args.out, args.init), run
+    )
 
 
 # method: (module, config class, prepare function, run function, data kind, description)
@@ -480,27 +499,14 @@ def _preference_options(name: str, parser: argparse.ArgumentParser) -> None:
 
 
 def _run_train_preference(name: str, args: argparse.Namespace) -> int:
-    from trainers.sharding import initialize_distributed
-
-    _start_jax()
     config_class, prepare, run = _preference_trainer(name)
-    _check_hosts(args)
-    initialize_distributed(args.coordinator_address, args.num_processes, args.process_id)
-    try:  # every check of the user's input happens here, before any training
-        config = _train_config(config_class, args)
-        setup = prepare(config, args.data, args.out, args.init, progress=not args.quiet)
-    except (ValueError, OSError) as error:
-        raise _setup_error(error, config_class, args.out) from None
-    except KeyboardInterrupt:  # e.g. during the reference pass, after the run folder exists
-        _interrupted(args)
-        return 130
-    try:
-        summary = run(config, setup, args.out, progress=not args.quiet)
-    except KeyboardInterrupt:  # on a line of its own, below the progress bar
-        _interrupted(args)
-        return 130
-    print(f"trained {args.out}: {json.dumps(_shown(summary))}")
-    return 0
+    progress = not args.quiet
+    return _train(
+        args,
+        config_class,
+        lambda config: prepare(config, args.data, args.out, args.init, progress=progress),
+        lambda config, setup: run(config, setup, args.out, progress=progress),
+    )
 
 
 def _field_as_option(message: str, config_class: type) -> str:
