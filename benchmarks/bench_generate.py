@@ -1,7 +1,8 @@
 """Kinship generator throughput and streaming memory (a benchmark, not a test).
 
     python benchmarks/bench_generate.py                  # examples/s per level, one core
-    python benchmarks/bench_generate.py --stream 1000000 # + a streamed write, peak RSS
+    python benchmarks/bench_generate.py --stream 1000000 --num-proc 2  # + `kinrl generate`
+                                                         # of a million: time, peak RSS
 
 With `reasoning-gym` installed (`pip install reasoning-gym`), its `family_relationships`
 generator runs side by side as the comparator, alternating with ours so that machine load
@@ -20,7 +21,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -106,15 +106,26 @@ def comparator(n: int, rounds: int = 3) -> dict[str, float] | None:
     }
 
 
+# Runs a command and prints the peak RSS (KiB) of the largest process it started: getrusage's
+# RUSAGE_CHILDREN of this fresh process covers that command alone, not earlier benchmarks.
+_PEAK_RSS = (
+    "import resource, subprocess, sys; subprocess.run(sys.argv[1:], check=True); "
+    "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)"
+)
+
+
 def stream(n: int, level: int, num_proc: int) -> dict[str, float]:
     """Run `kinrl generate` for n examples in a child process; report time and peak RSS."""
     with tempfile.TemporaryDirectory() as folder:
         command = [sys.executable, "-m", "kinrl.cli", "generate", "--out", f"{folder}/d"]
         command += ["--n", str(n), "--difficulty", str(level), "--num-proc", str(num_proc)]
+        command += ["--quiet"]
         start = time.perf_counter()
-        subprocess.run(command, check=True)
+        out = subprocess.run(
+            [sys.executable, "-c", _PEAK_RSS, *command], check=True, capture_output=True, text=True
+        )
         seconds = time.perf_counter() - start
-        peak_kib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+        peak_kib = int(out.stdout.split()[-1])
     return {
         "stream_n": n,
         "level": level,
@@ -145,9 +156,7 @@ def main() -> None:
         results = engines_side_by_side(args.levels, args.n, args.rounds)
     for row in results:
         print(json.dumps(row), flush=True)
-    if args.engine_only:
-        return
-    side_by_side = comparator(args.n)
+    side_by_side = None if args.engine_only else comparator(args.n)
     if side_by_side:
         print(json.dumps(side_by_side), flush=True)
     if args.stream:

@@ -50,6 +50,7 @@ def _integer(low: int, high: int | None, allowed: str):
 _level = _integer(1, MAX_LEVEL, f"an integer in 1..{MAX_LEVEL}")
 _count = _integer(1, None, "a positive integer")
 _seed = _integer(0, 2**63 - 1, "an integer in 0..2**63-1")  # int64 in Parquet files
+_index = _integer(0, None, "a non-negative integer")
 
 
 def _csv(text: str) -> tuple[str, ...]:
@@ -348,7 +349,7 @@ def _sft_options(sft: argparse.ArgumentParser) -> None:
     hosts = sft.add_argument_group("several hosts (jax.distributed; leave out on one host)")
     hosts.add_argument("--coordinator-address", metavar="HOST:PORT", help="process 0's address")
     hosts.add_argument("--num-processes", type=_count, metavar="N", help="processes in all")
-    hosts.add_argument("--process-id", type=_seed, metavar="I", help="this process, 0..N-1")
+    hosts.add_argument("--process-id", type=_index, metavar="I", help="this process, 0..N-1")
     sft.set_defaults(run=_run_train_sft)
 
 
@@ -494,7 +495,7 @@ def _preference_options(name: str, parser: argparse.ArgumentParser) -> None:
     hosts = parser.add_argument_group("several hosts (jax.distributed; leave out on one host)")
     hosts.add_argument("--coordinator-address", metavar="HOST:PORT", help="process 0's address")
     hosts.add_argument("--num-processes", type=_count, metavar="N", help="processes in all")
-    hosts.add_argument("--process-id", type=_seed, metavar="I", help="this process, 0..N-1")
+    hosts.add_argument("--process-id", type=_index, metavar="I", help="this process, 0..N-1")
     parser.set_defaults(run=functools.partial(_run_train_preference, name))
 
 

@@ -61,6 +61,11 @@ def test_sample_warns_about_words_outside_the_vocabulary(run_dir, capsys):
     assert len(err) == 1 and err[0].startswith("kinrl: warning: --prompt has words"), err
     assert err[0].endswith(": Zqxv, Wrrzl")
 
+    many = " ".join(f"Qq{chr(97 + i)}zz" for i in range(12)) + " is Bob's mother."
+    assert main(["sample", "--run", str(run_dir), "--prompt", many, "--max-new-tokens", "1"]) == 0
+    err = capsys.readouterr().err
+    assert "Qqazz, Qqbzz" in err and "Qqkzz" not in err and err.rstrip().endswith("and 2 more")
+
 
 def _error(capsys, argv: list[str]) -> str:
     capsys.readouterr()

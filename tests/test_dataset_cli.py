@@ -364,3 +364,16 @@ def test_json_line_matches_the_standard_library_on_any_strings(record: dict) -> 
     from tasks.io import json_line
 
     assert json_line(record) == _stdlib_line(record)
+
+
+def test_json_line_hands_what_orjson_refuses_to_the_standard_library() -> None:
+    from tasks.io import json_line
+
+    for record in ({"seed": 2**70, "n": -(2**65)}, {"keys": {1: "a", 2.5: "b"}}):
+        assert json_line(record) == _stdlib_line(record)
+
+
+def test_seed_beyond_int64_is_refused(capsys, tmp_path: Path) -> None:
+    code, _, err = run(capsys, "generate", "--out", str(tmp_path / "d"), "--seed", str(2**63))
+    assert code == 2 and "--seed" in err and "2**63-1" in err
+    assert not (tmp_path / "d").exists()

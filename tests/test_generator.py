@@ -199,3 +199,42 @@ def test_apostrophe_names_work(monkeypatch) -> None:
         assert score(record, record["completion"]) == 1.0
         for fact in record["facts"]:
             assert fact["a"] in record["description"] and fact["b"] in record["description"]
+
+
+def test_stated_graph_leaves_the_family_alone_and_shares_only_empty_lists() -> None:
+    """stated_graph is read-only: it shares one empty list among everyone no fact names and
+    `g`'s names and genders unless sibling facts add placeholders; it never writes to `g`."""
+    from tasks.kinship.generator import stated_graph
+    from tasks.kinship.graph import UNKNOWN, KinGraph
+
+    g = KinGraph()
+    genders = {"M": 0, "D": 1, "A": 0, "B": 1, "C": 1, "E": 0}
+    mum, dad, ann, bob, cy, eve = (g.add_person(name, x) for name, x in genders.items())
+    for child in (ann, bob, cy):
+        g.add_parent(mum, child)
+        g.add_parent(dad, child)
+    g.marry(mum, dad)
+    g.marry(cy, eve)
+    before = repr(g)
+
+    plain = stated_graph(g, [("parent", mum, ann), ("spouse", cy, eve)])
+    assert plain.names is g.names and plain.genders is g.genders
+    assert plain.parents[ann] == [mum] and plain.children[mum] == [ann]
+    assert plain.spouses[cy] == [eve] and plain.spouses[eve] == [cy]
+    lists = [*plain.parents, *plain.children, *plain.spouses]
+    shared = [x for x in lists if sum(y is x for y in lists) > 1]
+    assert shared and all(x == [] for x in shared)  # the unmentioned share one empty list
+
+    joined = stated_graph(g, [("parent", mum, ann), ("sibling", ann, bob), ("sibling", bob, cy)])
+    assert joined.names is not g.names and len(joined) == len(g) + 1  # one placeholder
+    placeholder = len(g)
+    assert joined.genders[placeholder] == UNKNOWN and joined.names[placeholder] is None
+    for child in (ann, bob, cy):
+        assert sorted(joined.parents[child]) == [mum, placeholder]
+    assert sorted(joined.children[placeholder]) == [ann, bob, cy]
+    lists = [*joined.parents, *joined.children, *joined.spouses]
+    assert all(x == [] for x in lists if sum(y is x for y in lists) > 1)
+    assert repr(g) == before  # the family itself is untouched
+
+    with pytest.raises(ValueError, match="more than two parents"):
+        stated_graph(g, [("parent", mum, ann), ("parent", dad, ann), ("parent", cy, ann)])

@@ -15,6 +15,7 @@ import pytest
 
 from tasks.kinship import ENGINE, KinshipConfig, make_example
 from tasks.kinship.native import COMPILED, STAMP, SourceFinder, choose
+from tasks.kinship.native import SHARED as SHARED_LIBRARY
 from tasks.kinship.pairs import FeedbackConfig, make_binary, make_pair
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -55,9 +56,10 @@ def test_setup_compiles_the_modules_native_guards() -> None:
         for node in tree.body
         if isinstance(node, ast.Assign)
         and isinstance(node.targets[0], ast.Name)
-        and node.targets[0].id == "COMPILED"
+        and node.targets[0].id in ("COMPILED", "GROUP")
     }
     assert assigned["COMPILED"] == COMPILED
+    assert assigned["GROUP"] + "__mypyc" == SHARED_LIBRARY
 
 
 @pytest.mark.skipif(ENGINE != "mypyc", reason="the generator is not compiled in this install")
@@ -128,6 +130,10 @@ def test_choose_runs_a_build_only_while_it_matches_its_sources(tmp_path: Path) -
     _package(tmp_path, COMPILED, stamp=True)
     (kinship / STAMP).unlink()  # a build without its stamp (interrupted) is not trusted
     assert choose(kinship, {}, SHARED)[0] == "python"
+
+    (kinship / STAMP).write_text(json.dumps({"kinship/config.py": "0" * 64}))
+    engine, reason = choose(kinship, {}, SHARED)  # a stamp that misses compiled modules
+    assert engine == "python" and "does not cover" in reason
 
 
 def test_choose_refuses_a_partial_build(tmp_path: Path) -> None:

@@ -30,6 +30,7 @@ from trainers.tokenizer import (
     kinship_tokenizer,
     load_tokenizer,
     save_tokenizer,
+    unknown_words,
     word_tokenizer,
 )
 
@@ -297,3 +298,9 @@ def test_any_token_sequence_written_as_the_task_writes_round_trips(wide_tokenize
     assert wide_tokenizer.decode(ids, skip_special_tokens=True) == _written(
         [t for t in tokens if t not in (EOS, PAD, UNK)]
     )
+
+
+def test_unknown_words_names_what_reads_as_unk(tokenizer: FastTokenizer) -> None:
+    text = "Zqxv is Wrrzl's mother. Zqxv has a son, <|unk|>."
+    assert unknown_words(tokenizer, text) == ["Zqxv", "Wrrzl"]  # in order, once each
+    assert unknown_words(tokenizer, "Question: Who is the mother?") == []

@@ -220,14 +220,17 @@ def decode(tokenizer: FastTokenizer | PreTrainedTokenizerBase, ids: Iterable[int
 
 def unknown_words(tokenizer: FastTokenizer | PreTrainedTokenizerBase, text: str) -> list[str]:
     """The pieces of `text` the tokenizer reads as its unknown token, in order, without
-    repeats ([] for a tokenizer without one, such as GPT-2's byte-level BPE)."""
+    repeats; [] for a tokenizer without one, or that never falls back to it (GPT-2's
+    byte-level BPE, whose unknown token is <|endoftext|> written out)."""
     unk = tokenizer.unk_token_id
     backend = getattr(tokenizer, "backend_tokenizer", None)
     if unk is None or backend is None:
         return []
     encoding = backend.encode(text, add_special_tokens=False)
     pieces = [
-        text[a:b] for i, (a, b) in zip(encoding.ids, encoding.offsets, strict=True) if i == unk
+        text[start:end]
+        for i, (start, end) in zip(encoding.ids, encoding.offsets, strict=True)
+        if i == unk and text[start:end] != tokenizer.unk_token  # the token itself, written out
     ]
     return list(dict.fromkeys(pieces))
 

@@ -466,8 +466,7 @@ def stated_graph(g: KinGraph, facts: list[Fact]) -> KinGraph:
                 parents[b] = []
             if children[a] is none:
                 children[a] = []
-            if a == b or a in parents[b] or len(parents[b]) >= 2:
-                raise ValueError(f"facts give a bad parent edge {a} -> {b}")
+            _check_parent_edge(parents, a, b)
             parents[b].append(a)
             children[a].append(b)
         elif kind == "spouse":
@@ -514,9 +513,18 @@ def stated_graph(g: KinGraph, facts: list[Fact]) -> KinGraph:
                 parents[x] = []
             for p in shared:
                 if p not in parents[x]:
+                    _check_parent_edge(parents, p, x)
                     parents[x].append(p)
                     children[p].append(x)  # p is stated as a parent, or a new placeholder
     return s
+
+
+def _check_parent_edge(parents: list[list[int]], parent: int, child: int) -> None:
+    """The checks of KinGraph.add_parent."""
+    if parent == child or parent in parents[child]:
+        raise ValueError(f"bad parent edge {parent} -> {child}")
+    if len(parents[child]) >= 2:
+        raise ValueError(f"person {child} would have more than two parents")
 
 
 def _mentioned(facts: Iterable[Fact]) -> set[int]:

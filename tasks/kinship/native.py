@@ -1,7 +1,7 @@
 """Which build of the generator's hot modules runs: the mypyc-compiled one, or the source.
 
 `pip install` compiles the modules of `COMPILED` to C with mypyc (see `setup.py`), which makes
-records 1.5-1.7x as fast, and stamps in `_compiled.json` the SHA-256 of every source mypyc
+records 1.5-1.75x as fast, and stamps in `_compiled.json` the SHA-256 of every source mypyc
 read (the compiled modules and the project modules whose types it relied on). Python would
 import a compiled module in preference to its source even after the source was edited, so
 `tasks.kinship` imports this module first, and it runs the compiled build only while it is
@@ -92,11 +92,12 @@ class SourceFinder(importlib.abc.MetaPathFinder):
 
 ENGINE, REASON = choose(HERE, os.environ)
 if ENGINE == "python" and any(_compiled_file(HERE, name) for name in COMPILED):
-    if REASON.startswith("stale"):
+    if REASON.startswith("stale") and not os.environ.get("KINRL_STALE_BUILD_WARNED"):
+        os.environ["KINRL_STALE_BUILD_WARNED"] = "1"  # once: not again in worker processes
         warnings.warn(
             f"kinrl: the compiled kinship generator is out of date ({REASON}); running the "
             "Python sources, about 40% slower. Rebuild it with `pip install -e .`.",
             RuntimeWarning,
-            stacklevel=2,
+            stacklevel=1,
         )
     sys.meta_path.insert(0, SourceFinder(PACKAGE, HERE, COMPILED))
