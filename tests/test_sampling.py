@@ -165,6 +165,23 @@ def test_eos_stops_each_row_and_pads_the_rest(split_model, prompts):
     assert lengths[0] <= 4
 
 
+def test_all_rows_done_early_ends_decoding_with_the_same_output(split_model, prompts):
+    """Every row emits EOS at step 2 of 24: whether every row is done is asked only every
+    DONE_CHECK_EVERY steps, and the steps run meanwhile must leave no trace."""
+    prompt_ids, prompt_mask = (jnp.repeat(x[:1], 4, axis=0) for x in prompts)  # same rows
+    kwargs = dict(max_new_tokens=24, greedy=True, pad_id=PAD)
+    key = jax.random.key(0)
+    free = generate(*split_model, prompt_ids, prompt_mask, key, eos_id=NEVER, **kwargs)
+    eos = int(np.asarray(free.tokens)[0, 2])
+    first = int(np.flatnonzero(np.asarray(free.tokens)[0] == eos)[0])  # 2, or earlier
+    out = generate(*split_model, prompt_ids, prompt_mask, key, eos_id=eos, **kwargs)
+    np.testing.assert_array_equal(np.asarray(out.lengths), first + 1)
+    tokens = np.asarray(out.tokens)
+    np.testing.assert_array_equal(tokens[:, : first + 1], np.asarray(free.tokens)[:, : first + 1])
+    np.testing.assert_array_equal(tokens[:, first + 1 :], PAD)
+    np.testing.assert_array_equal(np.asarray(out.raw_logprobs)[:, first + 1 :], 0.0)
+
+
 def test_top_k_one_equals_greedy(split_model, prompts):
     prompt_ids, prompt_mask = prompts
     kwargs = dict(max_new_tokens=N_NEW, eos_id=NEVER, pad_id=PAD)
