@@ -402,6 +402,40 @@ def _noise_candidates(
     return out
 
 
+def _irrelevant_candidates(
+    g: KinGraph, facts: dict[tuple, Fact], mentioned: set[int]
+) -> list[tuple[tuple, Fact]]:
+    """`_noise_candidates(g, facts, mentioned, 1, links)` without building every link: only
+    those to an unmentioned person, in the same order."""
+    parents, children, spouses = g.parents, g.children, g.spouses
+    out: list[tuple[tuple, Fact]] = []
+    for x in sorted(mentioned):
+        for p in parents[x]:
+            if p not in mentioned:
+                fact: Fact = ("parent", p, x)
+                if fact not in facts:
+                    out.append((fact, fact))
+        for c in children[x]:
+            if c not in mentioned:
+                fact = ("parent", x, c)
+                if fact not in facts:
+                    out.append((fact, fact))
+        for s in spouses[x]:
+            if s not in mentioned:
+                key: Fact = ("spouse", x, s) if x < s else ("spouse", s, x)
+                if key not in facts:
+                    out.append((key, ("spouse", x, s)))
+        px = parents[x]
+        if len(px) == 2:  # full siblings, as in `_links`
+            p0, p1 = px
+            for y in children[p0]:
+                if y != x and y not in mentioned and len(parents[y]) == 2 and p1 in parents[y]:
+                    key = ("sibling", x, y) if x < y else ("sibling", y, x)
+                    if key not in facts:
+                        out.append((key, ("sibling", x, y)))
+    return out
+
+
 def _add_noise(
     config: KinshipConfig,
     rng: random.Random,
@@ -418,7 +452,11 @@ def _add_noise(
     for wanted, touching in ((config.supporting_facts, 2), (config.irrelevant_facts, 1)):
         for _ in range(wanted):
             mentioned = _mentioned(facts.values())
-            candidates = _noise_candidates(g, facts, mentioned, touching, links)
+            candidates = (
+                _noise_candidates(g, facts, mentioned, 2, links)
+                if touching == 2
+                else _irrelevant_candidates(g, facts, mentioned)
+            )
             shuffle(rng, candidates)
             for key, fact in candidates[:4]:  # a supporting fact must not shortcut the path
                 facts[key] = fact
