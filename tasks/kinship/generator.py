@@ -375,38 +375,33 @@ def _links(g: KinGraph, x: int) -> list[_Link]:
     return out
 
 
-def _noise_candidates(
+def _supporting_candidates(
     g: KinGraph,
     facts: dict[tuple, Fact],
     mentioned: set[int],
-    touching: int,
     links: dict[int, list[_Link]],
 ) -> list[tuple[tuple, Fact]]:
-    """(key, fact) for the unstated true facts naming exactly `touching` (1 or 2) mentioned
-    people. Their order and orientation are those of one dict filled with every fact around
-    each mentioned person in id order (`_links`): a fact between two mentioned people sits
-    where the smaller one put it, seen from the larger one, which wrote it last. `links`
-    keeps `_links` per person across calls on the same graph."""
+    """(key, fact) for the unstated true facts between two mentioned people. Their order and
+    orientation are those of one dict filled with every fact around each mentioned person in
+    id order (`_links`): a fact sits where the smaller one put it, seen from the larger one,
+    which wrote it last. `links` keeps `_links` per person across calls on the same graph."""
     out: list[tuple[tuple, Fact]] = []
     for x in sorted(mentioned):
         mine = links.get(x)
         if mine is None:
             mine = links[x] = _links(g, x)
         for other, key, fact in mine:
-            if other in mentioned:
-                if touching == 2 and x < other and key not in facts:
-                    kind = fact[0]
-                    out.append((key, fact if kind == "parent" else (kind, other, x)))
-            elif touching == 1 and key not in facts:
-                out.append((key, fact))
+            if other in mentioned and x < other and key not in facts:
+                kind = fact[0]
+                out.append((key, fact if kind == "parent" else (kind, other, x)))
     return out
 
 
 def _irrelevant_candidates(
     g: KinGraph, facts: dict[tuple, Fact], mentioned: set[int]
 ) -> list[tuple[tuple, Fact]]:
-    """`_noise_candidates(g, facts, mentioned, 1, links)` without building every link: only
-    those to an unmentioned person, in the same order."""
+    """(key, fact) for the unstated true facts between a mentioned and an unmentioned person,
+    in `_links` order per mentioned person in id order (built here without the other links)."""
     parents, children, spouses = g.parents, g.children, g.spouses
     out: list[tuple[tuple, Fact]] = []
     for x in sorted(mentioned):
@@ -453,7 +448,7 @@ def _add_noise(
         for _ in range(wanted):
             mentioned = _mentioned(facts.values())
             candidates = (
-                _noise_candidates(g, facts, mentioned, 2, links)
+                _supporting_candidates(g, facts, mentioned, links)
                 if touching == 2
                 else _irrelevant_candidates(g, facts, mentioned)
             )
@@ -497,28 +492,19 @@ def stated_graph(g: KinGraph, facts: list[Fact]) -> KinGraph:
     n = len(g)
     none: list[int] = []  # everyone's edges until a fact names them; never appended to
     parents, children, spouses = [none] * n, [none] * n, [none] * n
+    s = KinGraph(g.names, g.genders, parents, children, spouses)
     siblings = False
     for kind, a, b in facts:
         if kind == "parent":
-            if parents[b] is none:
-                parents[b] = []
-            if children[a] is none:
-                children[a] = []
-            _check_parent_edge(parents, a, b)
-            parents[b].append(a)
-            children[a].append(b)
+            _own(parents, b, none)
+            _own(children, a, none)
+            s.add_parent(a, b)
         elif kind == "spouse":
-            if spouses[a] is none:
-                spouses[a] = []
-            if spouses[b] is none:
-                spouses[b] = []
-            if a == b or b in spouses[a]:
-                raise ValueError(f"facts give a bad marriage {a} - {b}")
-            spouses[a].append(b)
-            spouses[b].append(a)
+            _own(spouses, a, none)
+            _own(spouses, b, none)
+            s.marry(a, b)
         else:
             siblings = True
-    s = KinGraph(g.names, g.genders, parents, children, spouses)
     if not siblings:
         return s
     s.names, s.genders = list(g.names), list(g.genders)  # placeholders will be added
@@ -547,22 +533,17 @@ def stated_graph(g: KinGraph, facts: list[Fact]) -> KinGraph:
         while len(shared) < 2:
             shared.append(s.add_person(None, UNKNOWN))
         for x in people:
-            if parents[x] is none:
-                parents[x] = []
-            for p in shared:
+            _own(parents, x, none)
+            for p in shared:  # children[p] is p's own: stated as a parent, or a placeholder
                 if p not in parents[x]:
-                    _check_parent_edge(parents, p, x)
-                    parents[x].append(p)
-                    children[p].append(x)  # p is stated as a parent, or a new placeholder
+                    s.add_parent(p, x)
     return s
 
 
-def _check_parent_edge(parents: list[list[int]], parent: int, child: int) -> None:
-    """The checks of KinGraph.add_parent."""
-    if parent == child or parent in parents[child]:
-        raise ValueError(f"bad parent edge {parent} -> {child}")
-    if len(parents[child]) >= 2:
-        raise ValueError(f"person {child} would have more than two parents")
+def _own(lists: list[list[int]], x: int, none: list[int]) -> None:
+    """Give x a list of its own in place of the shared empty `none` (stated_graph)."""
+    if lists[x] is none:
+        lists[x] = []
 
 
 def _mentioned(facts: Iterable[Fact]) -> set[int]:
