@@ -9,6 +9,7 @@ where anonymous placeholder parents have gender UNKNOWN and no name.
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final
 
@@ -160,62 +161,82 @@ def generate_family(
     to it as a separate, unconnected component.
     """
     g = graph if graph is not None else KinGraph()
-    cap = len(g) + shape.max_people
-    rand = rng.random
-    # KinGraph.add_person/add_parent/marry, inlined: every edge here is new and valid.
-    all_names, genders = g.names, g.genders
-    parents, children, spouses = g.parents, g.children, g.spouses
-    pools, used, name_rng = names.pools, names.used, names._rng  # names.draw
-
-    def person(gender: int) -> int:
-        all_names.append(_draw(name_rng, pools[gender], used))
-        genders.append(gender)
-        parents.append([])
-        children.append([])
-        spouses.append([])
-        return len(genders) - 1
-
-    def spouse_for(x: int) -> int:
-        s = person(1 - genders[x])
-        spouses[x].append(s)
-        spouses[s].append(x)
-        return s
-
-    def have_children(a: int, b: int | None, count: int, out: list[int], forced: bool) -> None:
-        for number in range(count):
-            if len(genders) >= cap and not (forced and number == 0):
-                return
-            child = person(MALE if rand() < 0.5 else FEMALE)
-            children[a].append(child)
-            if b is None:
-                parents[child].append(a)
-            else:
-                parents[child] += (a, b)
-                children[b].append(child)
-            out.append(child)
-
-    founder = person(MALE if rand() < 0.5 else FEMALE)
+    grow = _Grower(g, names, len(g) + shape.max_people, rng.random)
+    rand = grow.rand
+    founder = grow.person(MALE if rand() < 0.5 else FEMALE)
     current = [founder]
     for _generation in range(shape.generations - 1):
         following: list[int] = []
         for position, x in enumerate(current):
             forced = position == 0
-            if len(genders) + 2 > cap and not forced:
+            if grow.full(2) and not forced:
                 break
             if not forced and rand() >= shape.marriage_prob:
                 continue
-            first = spouse_for(x)
+            first = grow.spouse_for(x)
             low = max(1, shape.min_children) if forced else shape.min_children
-            have_children(x, first, randint(rng, low, shape.max_children), following, forced)
-            if rand() < shape.remarriage_prob and len(genders) + 2 <= cap:
-                second = spouse_for(x)
-                have_children(
-                    x, second, randint(rng, 0, max(1, shape.max_children - 1)), following, False
-                )
-                if rand() < shape.stepchild_prob and len(genders) + 2 <= cap:
-                    ex = spouse_for(second) if rand() < 0.5 else None
-                    have_children(second, ex, 1, following, False)
+            grow.have_children(x, first, randint(rng, low, shape.max_children), following, forced)
+            if rand() < shape.remarriage_prob and not grow.full(2):
+                second = grow.spouse_for(x)
+                count = randint(rng, 0, max(1, shape.max_children - 1))
+                grow.have_children(x, second, count, following, False)
+                if rand() < shape.stepchild_prob and not grow.full(2):
+                    ex = grow.spouse_for(second) if rand() < 0.5 else -1
+                    grow.have_children(second, ex, 1, following, False)
         current = following
         if not current:
             break
     return g
+
+
+class _Grower:
+    """`generate_family`'s helpers: KinGraph.add_person/add_parent/marry and NameDrawer.draw,
+    inlined, since every edge made here is new and valid. A class of its own, not closures:
+    closures that call each other form a reference cycle with their shared environment, and
+    that cycle kept every finished family's lists (and its random generator) alive until the
+    garbage collector's next pass."""
+
+    def __init__(self, g: KinGraph, names: NameDrawer, cap: int, rand: Callable[[], float]) -> None:
+        self.names = g.names
+        self.genders = g.genders
+        self.parents = g.parents
+        self.children = g.children
+        self.spouses = g.spouses
+        self.pools = names.pools
+        self.used = names.used
+        self.name_rng = names._rng
+        self.cap = cap
+        self.rand = rand
+
+    def full(self, more: int) -> bool:
+        """Whether `more` people would take the family past its cap."""
+        return len(self.genders) + more > self.cap
+
+    def person(self, gender: int) -> int:
+        self.names.append(_draw(self.name_rng, self.pools[gender], self.used))
+        self.genders.append(gender)
+        self.parents.append([])
+        self.children.append([])
+        self.spouses.append([])
+        return len(self.genders) - 1
+
+    def spouse_for(self, x: int) -> int:
+        s = self.person(1 - self.genders[x])
+        self.spouses[x].append(s)
+        self.spouses[s].append(x)
+        return s
+
+    def have_children(self, a: int, b: int, count: int, out: list[int], forced: bool) -> None:
+        """Up to `count` children of a (and of b, unless b is -1) appended to `out`; the cap
+        stops them, except a forced first child."""
+        for number in range(count):
+            if len(self.genders) >= self.cap and not (forced and number == 0):
+                return
+            child = self.person(MALE if self.rand() < 0.5 else FEMALE)
+            self.children[a].append(child)
+            if b < 0:
+                self.parents[child].append(a)
+            else:
+                self.parents[child] += (a, b)
+                self.children[b].append(child)
+            out.append(child)
