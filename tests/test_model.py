@@ -184,6 +184,23 @@ def test_cached_decode_matches_full_forward():
     np.testing.assert_allclose(cached[real], full[real], atol=1e-5)
 
 
+def test_sampler_head_layout_and_one_pass_norms_match_the_fixture():
+    """The sampler's LM head (a pre-transposed embedding) and its one-pass layer norms give
+    HF's logits, as the model's own forms do."""
+    model, _ = from_hf(FIXTURE)
+    exp = expected()
+
+    def sampler_logits(model, ids):
+        model.one_pass_norms()  # on the traced copy
+        return model.lm_head(model.hidden_states(ids), model.head_weights())
+
+    graphdef, state = nnx.split(model)
+    ours = np.asarray(pure_jit(sampler_logits)(graphdef, state, jnp.asarray(exp["input_ids"])))
+    np.testing.assert_allclose(ours, exp["logits"], atol=1e-4)
+    assert not nnx.merge(graphdef, state).ln_f.use_fast_variance  # the split state: untouched
+    assert model.head_weights().shape == (model.cfg.n_embd, model.cfg.vocab_size)
+
+
 def test_remat_gives_same_logits_and_gradients():
     ids = jnp.asarray(expected()["input_ids"][:2, :6])
     grads = []

@@ -65,7 +65,7 @@ print(use_host_devices())  # KINRL_CPU_DEVICES=2: before jax starts
 import jax
 from flax import nnx
 from trainers.model import PRESETS, GPTConfig, init_model
-from trainers.sampling import generate, shard_rows
+from trainers.sampling import _row_mesh, generate, shard_rows
 
 cfg = GPTConfig(vocab_size=64, n_positions=48, n_embd=32, n_layer=2, n_head=2)
 graphdef, state = nnx.split(init_model(cfg, 0))
@@ -80,6 +80,8 @@ for args in ((state, ids, mask), shard_rows(state, ids, mask)):
     sampled = generate(graphdef, *args, jax.random.key(1), temperature=0.8, top_k=20, **kw)
     outs.append([np.asarray(x).tolist() for x in (*greedy[:1], greedy.lengths, sampled.tokens)])
     outs.append(len(getattr(args[1], 'sharding', None) and args[1].sharding.device_set or [0]))
+    mesh = _row_mesh(*args[1:])
+    outs.append(None if mesh is None else mesh.size)  # split rows: one loop per device
 print(json.dumps(outs))
 """
 
@@ -95,8 +97,9 @@ def test_rows_split_over_host_devices_sample_the_same_tokens():
     assert done.returncode == 0, done.stderr[-3000:]
     lines = done.stdout.strip().splitlines()
     assert lines[0] == "2"
-    single, single_devices, split, split_devices = json.loads(lines[-1])
+    single, single_devices, single_mesh, split, split_devices, split_mesh = json.loads(lines[-1])
     assert (single_devices, split_devices) == (1, 2)
+    assert (single_mesh, split_mesh) == (None, 2)  # shard_map over the split rows
     assert split == single  # greedy tokens and lengths, and seeded samples, row for row
 
 

@@ -199,8 +199,9 @@ def test_sampled_frequencies_follow_the_tempered_filtered_softmax():
     # filtered softmax (computed here in NumPy) up to noise (sd <= 0.0036; bound is ~7 sd).
     raw_logits = np.random.default_rng(0).normal(size=12) * 1.5
     B, temperature, top_k = 20_000, 0.7, 5
+    keys = jax.random.split(jax.random.key(9), B)  # one per row, as `generate` passes them
     tokens, lp, raw_lp = jax.jit(_pick, static_argnames=("top_k", "top_p", "greedy"))(
-        jnp.asarray(np.tile(raw_logits, (B, 1)), jnp.float32), jax.random.key(9),
+        jnp.asarray(np.tile(raw_logits, (B, 1)), jnp.float32), keys,
         jnp.float32(temperature), top_k=top_k, top_p=1.0, greedy=False,
     )  # fmt: skip
     scaled = raw_logits / temperature

@@ -319,9 +319,31 @@ class GPT(nnx.Module):
             x = block_fn(block, x, mask)
         return self.ln_f(x)
 
-    def lm_head(self, hidden: jax.Array) -> jax.Array:
-        """(..., C) hidden states -> (..., V) float32 logits via the tied embedding."""
-        return self.wte.attend(hidden).astype(jnp.float32)
+    def lm_head(self, hidden: jax.Array, weights: jax.Array | None = None) -> jax.Array:
+        """(..., C) hidden states -> (..., V) float32 logits via the tied embedding.
+
+        `weights`: the embedding already laid out as `head_weights()` gives it, for loops
+        that apply the head many times (the sampler)."""
+        if weights is None:
+            return self.wte.attend(hidden).astype(jnp.float32)
+        return jnp.matmul(hidden.astype(weights.dtype), weights).astype(jnp.float32)
+
+    def head_weights(self) -> jax.Array:
+        """The tied LM head as a (C, V) matrix in the compute dtype, for `lm_head(h, weights)`.
+        XLA:CPU multiplies a few rows by a (C, V) matrix faster than by the transpose of the
+        (V, C) embedding (the decoding step's head took ~25% less time in an A/B), so a loop
+        lays the matrix out once, outside it."""
+        # Carried into a loop, the transpose is materialised once before it (a loop's state
+        # keeps the default layout); used in place, XLA folds it into the product again.
+        return self.wte.embedding[...].astype(self.cfg.compute_dtype).T
+
+    def one_pass_norms(self) -> None:
+        """Switch every layer norm of this model object to the one-pass variance (E[x^2] -
+        E[x]^2, one fused reduction instead of two passes). Same function to float rounding
+        (~1e-5 absolute after normalising, even with a 300x outlier feature); the sampler's
+        prefill ran ~13% faster with it. For throwaway copies: training keeps torch's form."""
+        for norm in (self.ln_f, *(n for block in self.h for n in (block.ln_1, block.ln_2))):
+            norm.use_fast_variance = True
 
     def value(self, hidden: jax.Array) -> jax.Array:
         """(B, T, C) hidden states -> (B, T) float32 scalar values. Needs cfg.value_head."""

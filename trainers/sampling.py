@@ -1,10 +1,15 @@
 """Batched, jitted autoregressive sampling with a KV cache: the engine of every online method.
 
-One compiled program per (batch, prompt_len, max_new_tokens, top_k, top_p, greedy) combination;
-the PRNG key, temperature, eos_id and pad_id are traced, so changing them never recompiles.
-Inside it: one prefill call over the whole left-padded prompt, then a `lax.while_loop` of
-one-token steps over a cache preallocated to prompt_len + max_new_tokens slots. The loop exits
-early once every row has emitted EOS (checked every DONE_CHECK_EVERY steps).
+One compiled program per (batch, prompt_len, max_new_tokens, top_k, top_p, greedy) combination
+(and device mesh); the PRNG key, temperature, eos_id and pad_id are traced, so changing them
+never recompiles. Inside it: one prefill call over the whole left-padded prompt, then a
+`lax.while_loop` of one-token steps over a cache preallocated to prompt_len + max_new_tokens
+slots. The loop exits early once every row has emitted EOS (checked every DONE_CHECK_EVERY
+steps). Rows split over several devices (`shard_rows`) run as independent per-device loops
+(`jax.shard_map`): no device waits for another's rows, and no step talks across devices.
+
+Randomness is per row: row b's draw at step t uses fold_in(split(key, B)[b], t), so the same
+key gives the same samples however the rows are split over devices.
 
 Two log-probs are returned per sampled token:
   * `logprobs`: under the distribution actually sampled from (temperature, then top-k, then
@@ -15,6 +20,7 @@ Two log-probs are returned per sampled token:
 
 from __future__ import annotations
 
+import functools
 from typing import Any, NamedTuple
 
 import jax
@@ -26,6 +32,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from trainers.model import GPT, GraphdefJit, KVCache, positions_from_mask
 
 DONE_CHECK_EVERY = 8  # decoding steps between checks that every row has emitted EOS
+ROWS = "rows"  # the mesh axis `shard_rows` splits the batch over
 
 
 class SampleOutput(NamedTuple):
@@ -77,20 +84,21 @@ def first_argmax(logits: jax.Array) -> jax.Array:
 
 def _pick(
     logits: jax.Array,
-    key: jax.Array,
+    keys: jax.Array,
     temperature: jax.Array,
     *,
     top_k: int,
     top_p: float,
     greedy: bool,
 ) -> tuple[jax.Array, jax.Array, jax.Array]:
-    """(B, V) float32 logits -> token (B,), sampling log-prob (B,), raw log-prob (B,)."""
+    """(B, V) float32 logits, (B,) keys (one per row; unused when greedy) -> token (B,),
+    sampling log-prob (B,), raw log-prob (B,)."""
     if greedy:
         token = first_argmax(logits)
         sample_lp = jnp.zeros(token.shape, jnp.float32)
     else:
         scaled = filter_logits(logits / temperature, top_k, top_p)
-        token = jax.random.categorical(key, scaled, axis=-1)
+        token = jax.vmap(jax.random.categorical)(keys, scaled)
         sample_lp = jnp.take_along_axis(jax.nn.log_softmax(scaled), token[:, None], axis=-1)[:, 0]
     # log_softmax(logits)[token] without materialising the (B, V) log-softmax.
     picked = jnp.take_along_axis(logits, token[:, None], axis=-1)[:, 0]
@@ -102,18 +110,19 @@ class _Loop(NamedTuple):
     step: jax.Array  # () index of the token about to be sampled
     logits: jax.Array  # (B, V) next-token logits
     cache: KVCache
-    key: jax.Array
     done: jax.Array  # (B,) bool, row already emitted EOS
     out: SampleOutput
 
 
-def _record(loop: _Loop, temperature: jax.Array, opts: dict) -> _Loop:
+def _record(loop: _Loop, row_keys: jax.Array, temperature: jax.Array, opts: dict) -> _Loop:
     """Sample token number `loop.step` from `loop.logits` and write it into the outputs."""
-    # Greedy decoding draws nothing: the key is left alone (no threefry work per token).
-    key, sub = (loop.key, loop.key) if opts["greedy"] else jax.random.split(loop.key)
+    # Greedy decoding draws nothing (no threefry work per token).
+    keys = row_keys
+    if not opts["greedy"]:
+        keys = jax.vmap(jax.random.fold_in, in_axes=(0, None))(row_keys, loop.step)
     token, lp, raw_lp = _pick(
         loop.logits,
-        sub,
+        keys,
         temperature,
         top_k=opts["top_k"],
         top_p=opts["top_p"],
@@ -129,7 +138,74 @@ def _record(loop: _Loop, temperature: jax.Array, opts: dict) -> _Loop:
         lengths=loop.out.lengths + live.astype(jnp.int32),
     )
     done = loop.done | (token == opts["eos_id"])
-    return loop._replace(key=key, done=done, out=out)
+    return loop._replace(done=done, out=out)
+
+
+def _decode_rows(
+    graphdef: nnx.GraphDef,
+    state: nnx.State,
+    prompt_ids: jax.Array,
+    prompt_mask: jax.Array,
+    row_keys: jax.Array,
+    temperature: jax.Array,
+    eos_id: jax.Array,
+    pad_id: jax.Array,
+    *,
+    max_new_tokens: int,
+    top_k: int,
+    top_p: float,
+    greedy: bool,
+) -> SampleOutput:
+    """Prefill and decoding loop over the rows given (all of them, or one device's share)."""
+    model: GPT = nnx.merge(graphdef, state)
+    model.one_pass_norms()  # this traced copy only
+    B, T = prompt_ids.shape
+    N = max_new_tokens
+    opts = dict(top_k=top_k, top_p=top_p, greedy=greedy, eos_id=eos_id, pad_id=pad_id)
+    prompt_mask = prompt_mask.astype(bool)
+    # Cache slots: [0, T) prompt (left-padded), [T, T + N) generated. Generated slots are
+    # always valid keys; a finished row keeps feeding pad tokens whose outputs are discarded.
+    key_mask = jnp.concatenate([prompt_mask, jnp.ones((B, N), bool)], axis=1)  # (B, T + N)
+    cache = model.init_cache(B, T + N)
+    hidden, cache = model.decode(prompt_ids, positions_from_mask(prompt_mask), key_mask, cache, 0)
+    first_pos = prompt_mask.sum(axis=-1).astype(jnp.int32)  # (B,) position of 1st new token
+    head = model.head_weights()  # (C, V), laid out once for every step's LM head
+
+    out = SampleOutput(
+        tokens=jnp.full((B, N), pad_id, jnp.int32),
+        logprobs=jnp.zeros((B, N), jnp.float32),
+        raw_logprobs=jnp.zeros((B, N), jnp.float32),
+        lengths=jnp.zeros((B,), jnp.int32),
+    )
+    loop = _Loop(
+        step=jnp.array(0, jnp.int32),
+        logits=model.lm_head(hidden[:, -1], head),  # (B, V): only the last prompt slot
+        cache=cache,
+        done=jnp.zeros((B,), bool),
+        out=out,
+    )
+    loop = _record(loop, row_keys, temperature, opts)  # token 0 comes from the prefill
+
+    def step(loop: _Loop) -> _Loop:
+        # Feed token `step` (slot T + step, position first_pos + step), then sample step + 1.
+        prev = jax.lax.dynamic_slice_in_dim(loop.out.tokens, loop.step, 1, axis=1)  # (B, 1)
+        positions = (first_pos + loop.step)[:, None]  # (B, 1)
+        hidden, cache = model.decode(prev, positions, key_mask, loop.cache, T + loop.step)
+        logits = model.lm_head(hidden[:, 0], head)
+        loop = loop._replace(step=loop.step + 1, logits=logits, cache=cache)
+        return _record(loop, row_keys, temperature, opts)
+
+    def steps(loop: _Loop) -> _Loop:
+        # Up to DONE_CHECK_EVERY steps without asking whether every row is done: a reduction
+        # over the rows that cost ~10% of decoding when asked every step (then a cross-device
+        # one). Finished rows emit pad meanwhile, so the output is the same.
+        last = jnp.minimum(loop.step + DONE_CHECK_EVERY, N - 1)
+        return jax.lax.while_loop(lambda loop: loop.step < last, step, loop)
+
+    def unfinished(loop: _Loop) -> jax.Array:
+        return (loop.step + 1 < N) & ~jnp.all(loop.done)
+
+    return jax.lax.while_loop(unfinished, steps, loop).out
 
 
 def _generate_impl(
@@ -146,59 +222,45 @@ def _generate_impl(
     top_k: int,
     top_p: float,
     greedy: bool,
+    mesh: Mesh | None,
 ) -> SampleOutput:
-    model: GPT = nnx.merge(graphdef, state)
-    B, T = prompt_ids.shape
-    N = max_new_tokens
-    opts = dict(top_k=top_k, top_p=top_p, greedy=greedy, eos_id=eos_id, pad_id=pad_id)
-    prompt_mask = prompt_mask.astype(bool)
-    # Cache slots: [0, T) prompt (left-padded), [T, T + N) generated. Generated slots are
-    # always valid keys; a finished row keeps feeding pad tokens whose outputs are discarded.
-    key_mask = jnp.concatenate([prompt_mask, jnp.ones((B, N), bool)], axis=1)  # (B, T + N)
-    cache = model.init_cache(B, T + N)
-    hidden, cache = model.decode(prompt_ids, positions_from_mask(prompt_mask), key_mask, cache, 0)
-    first_pos = prompt_mask.sum(axis=-1).astype(jnp.int32)  # (B,) position of 1st new token
-
-    out = SampleOutput(
-        tokens=jnp.full((B, N), pad_id, jnp.int32),
-        logprobs=jnp.zeros((B, N), jnp.float32),
-        raw_logprobs=jnp.zeros((B, N), jnp.float32),
-        lengths=jnp.zeros((B,), jnp.int32),
-    )
-    loop = _Loop(
-        step=jnp.array(0, jnp.int32),
-        logits=model.lm_head(hidden[:, -1]),  # (B, V): only the last prompt slot is needed
-        cache=cache,
-        key=key,
-        done=jnp.zeros((B,), bool),
-        out=out,
-    )
-    loop = _record(loop, temperature, opts)  # token 0 comes straight from the prefill
-
-    def step(loop: _Loop) -> _Loop:
-        # Feed token `step` (slot T + step, position first_pos + step), then sample step + 1.
-        prev = jax.lax.dynamic_slice_in_dim(loop.out.tokens, loop.step, 1, axis=1)  # (B, 1)
-        positions = (first_pos + loop.step)[:, None]  # (B, 1)
-        hidden, cache = model.decode(prev, positions, key_mask, loop.cache, T + loop.step)
-        loop = loop._replace(step=loop.step + 1, logits=model.lm_head(hidden[:, 0]), cache=cache)
-        return _record(loop, temperature, opts)
-
-    def steps(loop: _Loop) -> _Loop:
-        # Up to DONE_CHECK_EVERY steps without asking whether every row is done: with the rows
-        # split over devices that question is a cross-device reduction, and asked every step
-        # it cost ~10% of decoding. Finished rows emit pad meanwhile, so the output is the same.
-        last = jnp.minimum(loop.step + DONE_CHECK_EVERY, N - 1)
-        return jax.lax.while_loop(lambda loop: loop.step < last, step, loop)
-
-    def unfinished(loop: _Loop) -> jax.Array:
-        return (loop.step + 1 < N) & ~jnp.all(loop.done)
-
-    return jax.lax.while_loop(unfinished, steps, loop).out
+    row_keys = jax.random.split(key, prompt_ids.shape[0])  # row b's stream, however split
+    decode = functools.partial(
+        _decode_rows, graphdef, max_new_tokens=max_new_tokens, top_k=top_k, top_p=top_p,
+        greedy=greedy,
+    )  # fmt: skip
+    if mesh is not None:
+        # One loop per device over its own rows: it stops when they are done, and nothing
+        # crosses devices (a jit over split rows waited at each done-check's all-reduce).
+        rows, whole = PartitionSpec(ROWS), PartitionSpec()
+        decode = jax.shard_map(
+            decode,
+            mesh=mesh,
+            in_specs=(whole, rows, rows, rows, whole, whole, whole),
+            out_specs=rows,
+            check_vma=False,
+        )
+    return decode(state, prompt_ids, prompt_mask, row_keys, temperature, eos_id, pad_id)
 
 
 _generate = GraphdefJit(
-    _generate_impl, static_argnames=("max_new_tokens", "top_k", "top_p", "greedy")
+    _generate_impl, static_argnames=("max_new_tokens", "top_k", "top_p", "greedy", "mesh")
 )
+
+
+def _row_mesh(*arrays: Any) -> Mesh | None:
+    """The mesh `shard_rows` split these arrays' rows over, if it did (all alike, more than
+    one device); None for arrays in one place."""
+    meshes = set()
+    for x in arrays:
+        sharding = getattr(x, "sharding", None)
+        if not isinstance(sharding, NamedSharding) or sharding.spec != PartitionSpec(ROWS):
+            return None
+        meshes.add(sharding.mesh)
+    if len(meshes) != 1:
+        return None
+    mesh = meshes.pop()
+    return mesh if mesh.axis_names == (ROWS,) and mesh.size > 1 else None
 
 
 def shard_rows(state: nnx.State, *rows: jax.Array) -> tuple[Any, ...]:
@@ -212,8 +274,8 @@ def shard_rows(state: nnx.State, *rows: jax.Array) -> tuple[Any, ...]:
     n = len(devices)
     if n == 1 or any(np.shape(x)[0] % n for x in rows):
         return (state, *rows)
-    mesh = Mesh(np.array(devices), ("rows",))
-    split = NamedSharding(mesh, PartitionSpec("rows"))
+    mesh = Mesh(np.array(devices), (ROWS,))
+    split = NamedSharding(mesh, PartitionSpec(ROWS))
     state = jax.device_put(state, NamedSharding(mesh, PartitionSpec()))
     return (state, *(jax.device_put(x, split) for x in rows))
 
@@ -268,4 +330,5 @@ def generate(
         top_k=0 if greedy else int(top_k),
         top_p=1.0 if greedy else float(top_p),
         greedy=bool(greedy),
+        mesh=_row_mesh(prompt_ids, prompt_mask),
     )
