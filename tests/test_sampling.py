@@ -12,7 +12,15 @@ from flax import nnx
 
 from trainers.hf import from_hf
 from trainers.model import forward
-from trainers.sampling import _generate, _pick, filter_logits, generate
+from trainers.sampling import (
+    MIN_SEGMENT,
+    SEGMENTS,
+    _generate,
+    _pick,
+    filter_logits,
+    generate,
+    segment_ends,
+)
 
 FIXTURE = pathlib.Path(__file__).parent / "fixtures" / "tiny_gpt2"
 NEVER = 10_000  # an eos_id outside the vocabulary: rows never stop early
@@ -55,7 +63,20 @@ def full_logits(split_model, prompt_ids, prompt_mask, tokens, lengths):
     return np.asarray(logits[:, T - 1 : T + N - 1]), np.asarray(gen_mask).astype(bool)
 
 
-def test_greedy_kv_cache_equals_full_recompute(split_model, prompts):
+def test_segment_ends_cover_every_step_in_few_stretches():
+    assert segment_ends(1) == []  # the prefill's token only
+    assert segment_ends(10) == [9]
+    assert segment_ends(64) == [16, 32, 48, 63]
+    for n in range(2, 600):
+        ends = segment_ends(n)
+        assert ends[-1] == n - 1 and ends == sorted(set(ends))
+        assert len(ends) <= SEGMENTS and ends[0] >= min(MIN_SEGMENT, n - 1)
+
+
+@pytest.mark.parametrize("n_new", [N_NEW, 22])  # 22: the cache grows once on the way
+def test_greedy_kv_cache_equals_full_recompute(split_model, prompts, n_new):
+    N_NEW = n_new
+    assert len(segment_ends(N_NEW)) == (1 if N_NEW < MIN_SEGMENT else 2)
     prompt_ids, prompt_mask = prompts
     out = generate(
         *split_model, prompt_ids, prompt_mask, jax.random.key(0),

@@ -113,6 +113,15 @@ class KVCache(NamedTuple):
     keys: tuple[jax.Array, ...]
     values: tuple[jax.Array, ...]
 
+    def grown(self, length: int) -> KVCache:
+        """The same cache with room for `length` slots (the new ones zero): one copy."""
+        extra = length - self.values[0].shape[2]
+        if extra < 0:
+            raise ValueError(f"cannot shrink a cache of {self.values[0].shape[2]} slots")
+        keys = tuple(jnp.pad(k, ((0, 0), (0, 0), (0, 0), (0, extra))) for k in self.keys)
+        values = tuple(jnp.pad(v, ((0, 0), (0, 0), (0, extra), (0, 0))) for v in self.values)
+        return KVCache(keys, values)
+
 
 def positions_from_mask(attention_mask: jax.Array) -> jax.Array:
     """(B, T) 0/1 mask -> (B, T) int32 positions, so a left-padded row starts at position 0.

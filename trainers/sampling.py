@@ -2,11 +2,14 @@
 
 One compiled program per (batch, prompt_len, max_new_tokens, top_k, top_p, greedy) combination
 (and device mesh); the PRNG key, temperature, eos_id and pad_id are traced, so changing them
-never recompiles. Inside it: one prefill call over the whole left-padded prompt, then a
-`lax.while_loop` of one-token steps over a cache preallocated to prompt_len + max_new_tokens
-slots. The loop exits early once every row has emitted EOS (checked every DONE_CHECK_EVERY
-steps). Rows split over several devices (`shard_rows`) run as independent per-device loops
-(`jax.shard_map`): no device waits for another's rows, and no step talks across devices.
+never recompiles. Inside it: one prefill call over the whole left-padded prompt, then
+`lax.while_loop`s of one-token steps over a KV cache. Each step's attention reads every slot
+of the cache, so it grows with the text instead of holding prompt_len + max_new_tokens slots
+from the start: up to SEGMENTS loops, each over a cache just long enough for its steps
+(one copy between them). Decoding exits early once every row has emitted EOS (checked every
+DONE_CHECK_EVERY steps). Rows split over several devices (`shard_rows`) run as independent
+per-device loops (`jax.shard_map`): no device waits for another's rows, and no step talks
+across devices.
 
 Randomness is per row: row b's draw at step t uses fold_in(split(key, B)[b], t), so the same
 key gives the same samples however the rows are split over devices.
@@ -32,6 +35,8 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from trainers.model import GPT, GraphdefJit, KVCache, positions_from_mask
 
 DONE_CHECK_EVERY = 8  # decoding steps between checks that every row has emitted EOS
+SEGMENTS = 4  # most cache sizes per call: each one more loop body to compile
+MIN_SEGMENT = 16  # fewest steps worth a cache size of their own (a copy at each growth)
 ROWS = "rows"  # the mesh axis `shard_rows` splits the batch over
 
 
@@ -141,6 +146,17 @@ def _record(loop: _Loop, row_keys: jax.Array, temperature: jax.Array, opts: dict
     return loop._replace(done=done, out=out)
 
 
+def segment_ends(max_new_tokens: int) -> list[int]:
+    """The decoding steps at which the cache grows, ending with the last: step s feeds token
+    s (slot prompt_len + s), so the loop running up to step e needs prompt_len + e slots.
+    Up to SEGMENTS even stretches of at least MIN_SEGMENT steps; [] when no step runs."""
+    steps = max_new_tokens - 1
+    if steps < 1:
+        return []
+    stretch = max(MIN_SEGMENT, -(-steps // SEGMENTS))
+    return [*range(stretch, steps, stretch), steps]
+
+
 def _decode_rows(
     graphdef: nnx.GraphDef,
     state: nnx.State,
@@ -166,8 +182,15 @@ def _decode_rows(
     # Cache slots: [0, T) prompt (left-padded), [T, T + N) generated. Generated slots are
     # always valid keys; a finished row keeps feeding pad tokens whose outputs are discarded.
     key_mask = jnp.concatenate([prompt_mask, jnp.ones((B, N), bool)], axis=1)  # (B, T + N)
-    cache = model.init_cache(B, T + N)
-    hidden, cache = model.decode(prompt_ids, positions_from_mask(prompt_mask), key_mask, cache, 0)
+    if model.cfg.n_positions < T + N:  # checked while tracing: no compile, no run
+        raise ValueError(
+            f"prompt_len + max_new_tokens = {T} + {N} exceeds n_positions={model.cfg.n_positions}"
+        )
+    ends = segment_ends(N)
+    slots = T + (ends[0] if ends else 0)
+    cache = model.init_cache(B, slots)
+    positions = positions_from_mask(prompt_mask)
+    hidden, cache = model.decode(prompt_ids, positions, key_mask[:, :slots], cache, 0)
     first_pos = prompt_mask.sum(axis=-1).astype(jnp.int32)  # (B,) position of 1st new token
     head = model.head_weights()  # (C, V), laid out once for every step's LM head
 
@@ -186,7 +209,7 @@ def _decode_rows(
     )
     loop = _record(loop, row_keys, temperature, opts)  # token 0 comes from the prefill
 
-    def step(loop: _Loop) -> _Loop:
+    def step(loop: _Loop, key_mask: jax.Array) -> _Loop:
         # Feed token `step` (slot T + step, position first_pos + step), then sample step + 1.
         prev = jax.lax.dynamic_slice_in_dim(loop.out.tokens, loop.step, 1, axis=1)  # (B, 1)
         positions = (first_pos + loop.step)[:, None]  # (B, 1)
@@ -195,17 +218,25 @@ def _decode_rows(
         loop = loop._replace(step=loop.step + 1, logits=logits, cache=cache)
         return _record(loop, row_keys, temperature, opts)
 
-    def steps(loop: _Loop) -> _Loop:
-        # Up to DONE_CHECK_EVERY steps without asking whether every row is done: a reduction
-        # over the rows that cost ~10% of decoding when asked every step (then a cross-device
-        # one). Finished rows emit pad meanwhile, so the output is the same.
-        last = jnp.minimum(loop.step + DONE_CHECK_EVERY, N - 1)
-        return jax.lax.while_loop(lambda loop: loop.step < last, step, loop)
+    for number, end in enumerate(ends):
+        if number:  # room for this stretch's slots
+            loop = loop._replace(cache=loop.cache.grown(T + end))
+        visible = key_mask[:, : T + end]
 
-    def unfinished(loop: _Loop) -> jax.Array:
-        return (loop.step + 1 < N) & ~jnp.all(loop.done)
+        def steps(loop: _Loop, end: int = end, visible: jax.Array = visible) -> _Loop:
+            # Up to DONE_CHECK_EVERY steps without asking whether every row is done: a
+            # reduction over the rows that cost ~10% of decoding when asked every step.
+            # Finished rows emit pad meanwhile, so the output is the same.
+            last = jnp.minimum(loop.step + DONE_CHECK_EVERY, end)
+            return jax.lax.while_loop(
+                lambda loop: loop.step < last, lambda loop: step(loop, visible), loop
+            )
 
-    return jax.lax.while_loop(unfinished, steps, loop).out
+        def unfinished(loop: _Loop, end: int = end) -> jax.Array:
+            return (loop.step < end) & ~jnp.all(loop.done)
+
+        loop = jax.lax.while_loop(unfinished, steps, loop)
+    return loop.out
 
 
 def _generate_impl(
@@ -312,7 +343,7 @@ def generate(
         raise ValueError(f"prompt_ids {prompt_ids.shape} / mask {prompt_mask.shape}: want (B, T)")
     if max_new_tokens < 1:
         raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
-    # T + max_new_tokens > n_positions is rejected while tracing, by GPT.init_cache.
+    # T + max_new_tokens > n_positions is rejected while tracing, by _decode_rows.
     if not greedy and not temperature > 0:
         raise ValueError(f"temperature must be > 0 when sampling, got {temperature}")
     if top_k < 0 or not 0.0 < top_p <= 1.0:
