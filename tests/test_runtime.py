@@ -82,6 +82,10 @@ for args in ((state, ids, mask), shard_rows(state, ids, mask)):
     outs.append(len(getattr(args[1], 'sharding', None) and args[1].sharding.device_set or [0]))
     mesh = _row_mesh(*args[1:])
     outs.append(None if mesh is None else mesh.size)  # split rows: one loop per device
+# shard_rows' replicated weights: one host buffer that both CPU devices read
+shared = [len({s.data.unsafe_buffer_pointer() for s in leaf.addressable_shards}) == 1
+          for leaf in jax.tree.leaves(shard_rows(state, ids, mask)[0])]
+print(sum(shared), len(shared))
 print(json.dumps(outs))
 """
 
@@ -98,6 +102,8 @@ def test_rows_split_over_host_devices_sample_the_same_tokens():
     lines = done.stdout.strip().splitlines()
     assert lines[0] == "2"
     single, single_devices, single_mesh, split, split_devices, split_mesh = json.loads(lines[-1])
+    shared, leaves = map(int, lines[-2].split())
+    assert shared == leaves > 0  # every weight is one buffer for both devices
     assert (single_devices, split_devices) == (1, 2)
     assert (single_mesh, split_mesh) == (None, 2)  # shard_map over the split rows
     assert split == single  # greedy tokens and lengths, and seeded samples, row for row

