@@ -201,6 +201,25 @@ def test_sampler_head_layout_and_one_pass_norms_match_the_fixture():
     assert model.head_weights().shape == (model.cfg.n_embd, model.cfg.vocab_size)
 
 
+def test_last_only_prefill_gives_the_last_hidden_state_and_the_same_cache():
+    model, _ = from_hf(FIXTURE)
+    exp = expected()
+    ids, mask = jnp.asarray(exp["padded_ids"]), jnp.asarray(exp["padded_mask"])  # (3, 12)
+
+    def prefill(model, ids, mask, last_only):
+        cache = model.init_cache(3, 14)
+        key_mask = jnp.concatenate([mask, jnp.ones((3, 2), mask.dtype)], axis=1)
+        return model.decode(ids, positions_from_mask(mask), key_mask, cache, 0, last_only)
+
+    run = pure_jit(prefill, static_argnames="last_only")
+    full_h, full_cache = run(*nnx.split(model), ids, mask, last_only=False)
+    last_h, last_cache = run(*nnx.split(model), ids, mask, last_only=True)
+    assert last_h.shape == (3, 1, full_h.shape[-1])
+    np.testing.assert_allclose(last_h, full_h[:, -1:], atol=1e-6)
+    for a, b in zip(jax.tree.leaves(full_cache), jax.tree.leaves(last_cache), strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
 def test_remat_gives_same_logits_and_gradients():
     ids = jnp.asarray(expected()["input_ids"][:2, :6])
     grads = []

@@ -190,7 +190,9 @@ def _decode_rows(
     slots = T + (ends[0] if ends else 0)
     cache = model.init_cache(B, slots)
     positions = positions_from_mask(prompt_mask)
-    hidden, cache = model.decode(prompt_ids, positions, key_mask[:, :slots], cache, 0)
+    hidden, cache = model.decode(
+        prompt_ids, positions, key_mask[:, :slots], cache, 0, last_only=True
+    )  # hidden (B, 1, C): the last prompt token's
     first_pos = prompt_mask.sum(axis=-1).astype(jnp.int32)  # (B,) position of 1st new token
     head = model.head_weights()  # (C, V), laid out once for every step's LM head
 
@@ -202,7 +204,7 @@ def _decode_rows(
     )
     loop = _Loop(
         step=jnp.array(0, jnp.int32),
-        logits=model.lm_head(hidden[:, -1], head),  # (B, V): only the last prompt slot
+        logits=model.lm_head(hidden[:, -1], head),  # (B, V)
         cache=cache,
         done=jnp.zeros((B,), bool),
         out=out,
