@@ -88,14 +88,17 @@ def test_greedy_kv_cache_equals_full_recompute(split_model, prompts, n_new):
     T = prompt_ids.shape[1]
     ids = np.concatenate([prompt_ids, np.full((3, N_NEW), PAD, np.int32)], axis=1)
     mask = np.concatenate([prompt_mask, np.zeros((3, N_NEW), np.int32)], axis=1)
-    reference = []
+    reference, reference_lp = [], []
     for step in range(N_NEW):
         logits = forward(*split_model, jnp.asarray(ids), jnp.asarray(mask))
-        nxt = np.asarray(logits)[:, T + step - 1].argmax(-1).astype(np.int32)
+        row = np.asarray(logits)[:, T + step - 1]
+        nxt = row.argmax(-1).astype(np.int32)
         reference.append(nxt)
+        reference_lp.append(np.take_along_axis(log_softmax(row), nxt[:, None], -1)[:, 0])
         ids[:, T + step] = nxt
         mask[:, T + step] = 1
     np.testing.assert_array_equal(out.tokens, np.stack(reference, axis=1))
+    np.testing.assert_allclose(out.raw_logprobs, np.stack(reference_lp, axis=1), atol=1e-4)
     np.testing.assert_array_equal(out.lengths, [N_NEW] * 3)
     np.testing.assert_array_equal(out.logprobs, 0.0)  # greedy: a point mass
 

@@ -81,10 +81,17 @@ def first_argmax(logits: jax.Array) -> jax.Array:
     logits, as two plain reductions (max, then the least index holding it). XLA:CPU runs the
     (value, index) pair reduction of `argmax` ~10x slower, a measurable part of each decoding
     step. A row holding a NaN gets index V - 1 (`argmax` would point at the NaN)."""
+    return _greedy(logits)[0]
+
+
+def _greedy(logits: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """(B, V) -> `first_argmax` and its log-softmax value, sharing one max: the log-prob of
+    the largest logit is -log(sum(exp(logits - max))), with no gather and no second max."""
     V = logits.shape[-1]
     best = jnp.max(logits, axis=-1, keepdims=True)
     index = jnp.min(jnp.where(logits == best, jnp.arange(V, dtype=jnp.int32), V), axis=-1)
-    return jnp.minimum(index, V - 1)
+    raw_lp = -jnp.log(jnp.sum(jnp.exp(logits - best), axis=-1))
+    return jnp.minimum(index, V - 1), raw_lp
 
 
 def _pick(
@@ -99,12 +106,11 @@ def _pick(
     """(B, V) float32 logits, (B,) keys (one per row; unused when greedy) -> token (B,),
     sampling log-prob (B,), raw log-prob (B,)."""
     if greedy:
-        token = first_argmax(logits)
-        sample_lp = jnp.zeros(token.shape, jnp.float32)
-    else:
-        scaled = filter_logits(logits / temperature, top_k, top_p)
-        token = jax.vmap(jax.random.categorical)(keys, scaled)
-        sample_lp = jnp.take_along_axis(jax.nn.log_softmax(scaled), token[:, None], axis=-1)[:, 0]
+        token, raw_lp = _greedy(logits)
+        return token, jnp.zeros(token.shape, jnp.float32), raw_lp
+    scaled = filter_logits(logits / temperature, top_k, top_p)
+    token = jax.vmap(jax.random.categorical)(keys, scaled)
+    sample_lp = jnp.take_along_axis(jax.nn.log_softmax(scaled), token[:, None], axis=-1)[:, 0]
     # log_softmax(logits)[token] without materialising the (B, V) log-softmax.
     picked = jnp.take_along_axis(logits, token[:, None], axis=-1)[:, 0]
     raw_lp = picked - jax.nn.logsumexp(logits, axis=-1)
