@@ -35,7 +35,9 @@ def test_same_seed_and_index_give_the_same_record() -> None:
 def test_making_records_leaves_no_reference_cycles(kind: str) -> None:
     """Every object a record's making creates is freed by reference counting alone. A cycle
     (closures sharing an environment did this once) keeps a whole family's lists and random
-    generator alive until the garbage collector's next pass: 12% of the generator's speed."""
+    generator alive until the garbage collector's next pass: 12% of the generator's speed.
+    That cycle came from mypyc's shared closure environment, so this test has teeth on the
+    compiled build (which CI runs); as plain Python those closures made no cycle."""
     from tasks.kinship.pairs import FeedbackConfig, make_binary, make_pair
 
     feedback = FeedbackConfig()

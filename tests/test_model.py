@@ -192,6 +192,7 @@ def test_sampler_head_layout_and_one_pass_norms_match_the_fixture():
 
     def sampler_logits(model, ids):
         model.one_pass_norms()  # on the traced copy
+        assert all(b.ln_1.use_fast_variance and b.ln_2.use_fast_variance for b in model.h)
         return model.lm_head(model.hidden_states(ids), model.head_weights())
 
     graphdef, state = nnx.split(model)

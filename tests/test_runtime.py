@@ -73,7 +73,7 @@ rng = np.random.default_rng(0)
 ids = rng.integers(1, 64, (6, 10)).astype(np.int32)
 mask = np.ones_like(ids)
 mask[0, :4] = 0  # a left-padded row
-kw = dict(max_new_tokens=12, eos_id=3, pad_id=0)
+kw = dict(max_new_tokens=26, eos_id=3, pad_id=0)  # 26: the cache grows once per device
 outs = []
 for args in ((state, ids, mask), shard_rows(state, ids, mask)):
     greedy = generate(graphdef, *args, jax.random.key(1), greedy=True, **kw)
@@ -83,9 +83,12 @@ for args in ((state, ids, mask), shard_rows(state, ids, mask)):
     mesh = _row_mesh(*args[1:])
     outs.append(None if mesh is None else mesh.size)  # split rows: one loop per device
 # shard_rows' replicated weights: one host buffer that both CPU devices read
+placed = shard_rows(state, ids, mask)[0]
 shared = [len({s.data.unsafe_buffer_pointer() for s in leaf.addressable_shards}) == 1
-          for leaf in jax.tree.leaves(shard_rows(state, ids, mask)[0])]
-print(sum(shared), len(shared))
+          for leaf in jax.tree.leaves(placed)]
+again = shard_rows(placed, ids, mask)[0]  # placed already: kept, not copied per batch
+kept = all(a is b for a, b in zip(jax.tree.leaves(placed), jax.tree.leaves(again)))
+print(sum(shared), len(shared), int(kept))
 print(json.dumps(outs))
 """
 
@@ -102,8 +105,9 @@ def test_rows_split_over_host_devices_sample_the_same_tokens():
     lines = done.stdout.strip().splitlines()
     assert lines[0] == "2"
     single, single_devices, single_mesh, split, split_devices, split_mesh = json.loads(lines[-1])
-    shared, leaves = map(int, lines[-2].split())
+    shared, leaves, kept = map(int, lines[-2].split())
     assert shared == leaves > 0  # every weight is one buffer for both devices
+    assert kept  # and a state placed once is not copied again
     assert (single_devices, split_devices) == (1, 2)
     assert (single_mesh, split_mesh) == (None, 2)  # shard_map over the split rows
     assert split == single  # greedy tokens and lengths, and seeded samples, row for row

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import pathlib
 
 import jax
@@ -67,13 +68,22 @@ def test_segment_ends_cover_every_step_in_few_stretches():
     assert segment_ends(1) == []  # the prefill's token only
     assert segment_ends(10) == [9]
     assert segment_ends(64) == [16, 32, 48, 63]
+    assert segment_ends(50) == [16, 32, 49]  # no stretch of 1 step at the end
     for n in range(2, 600):
         ends = segment_ends(n)
         assert ends[-1] == n - 1 and ends == sorted(set(ends))
         assert len(ends) <= SEGMENTS and ends[0] >= min(MIN_SEGMENT, n - 1)
+        assert all(b - a >= MIN_SEGMENT // 2 for a, b in itertools.pairwise(ends))
 
 
-@pytest.mark.parametrize("n_new", [N_NEW, 22])  # 22: the cache grows once on the way
+def test_greedy_takes_no_key(split_model, prompts):
+    out = generate(
+        *split_model, *prompts, None, max_new_tokens=3, greedy=True, eos_id=NEVER, pad_id=PAD
+    )
+    assert out.tokens.shape == (3, 3)
+
+
+@pytest.mark.parametrize("n_new", [N_NEW, 26])  # 26: the cache grows once on the way
 def test_greedy_kv_cache_equals_full_recompute(split_model, prompts, n_new):
     N_NEW = n_new
     assert len(segment_ends(N_NEW)) == (1 if N_NEW < MIN_SEGMENT else 2)

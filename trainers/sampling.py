@@ -155,12 +155,17 @@ def _record(loop: _Loop, row_keys: jax.Array, temperature: jax.Array, opts: dict
 def segment_ends(max_new_tokens: int) -> list[int]:
     """The decoding steps at which the cache grows, ending with the last: step s feeds token
     s (slot prompt_len + s), so the loop running up to step e needs prompt_len + e slots.
-    Up to SEGMENTS even stretches of at least MIN_SEGMENT steps; [] when no step runs."""
+    Up to SEGMENTS even stretches of at least MIN_SEGMENT steps, a last one shorter than
+    half of that joining the one before (no copy and loop body for a few steps); [] when no
+    step runs."""
     steps = max_new_tokens - 1
     if steps < 1:
         return []
     stretch = max(MIN_SEGMENT, -(-steps // SEGMENTS))
-    return [*range(stretch, steps, stretch), steps]
+    ends = [*range(stretch, steps, stretch), steps]
+    if len(ends) > 1 and ends[-1] - ends[-2] < MIN_SEGMENT // 2:
+        del ends[-2]
+    return ends
 
 
 def _decode_rows(
@@ -185,8 +190,9 @@ def _decode_rows(
     N = max_new_tokens
     opts = dict(top_k=top_k, top_p=top_p, greedy=greedy, eos_id=eos_id, pad_id=pad_id)
     prompt_mask = prompt_mask.astype(bool)
-    # Cache slots: [0, T) prompt (left-padded), [T, T + N) generated. Generated slots are
-    # always valid keys; a finished row keeps feeding pad tokens whose outputs are discarded.
+    # Cache slots: [0, T) prompt (left-padded), then the generated tokens but the last (never
+    # fed back). Generated slots are always valid keys; a finished row keeps feeding pad
+    # tokens whose outputs are discarded.
     key_mask = jnp.concatenate([prompt_mask, jnp.ones((B, N), bool)], axis=1)  # (B, T + N)
     if model.cfg.n_positions < T + N:  # checked while tracing: no compile, no run
         raise ValueError(
@@ -226,25 +232,36 @@ def _decode_rows(
         loop = loop._replace(step=loop.step + 1, logits=logits, cache=cache)
         return _record(loop, row_keys, temperature, opts)
 
-    for number, end in enumerate(ends):
-        if number:  # room for this stretch's slots
-            loop = loop._replace(cache=loop.cache.grown(T + end))
+    def stretch(number: int, loop: _Loop) -> SampleOutput:
+        """Decode up to step ends[number] over a cache of T + that many slots, then grow the
+        cache and go on, unless every row is done by then (no copy for finished rows)."""
+        end = ends[number]
         visible = key_mask[:, : T + end]
 
-        def steps(loop: _Loop, end: int = end, visible: jax.Array = visible) -> _Loop:
-            # Up to DONE_CHECK_EVERY steps without asking whether every row is done: a
-            # reduction over the rows that cost ~10% of decoding when asked every step.
-            # Finished rows emit pad meanwhile, so the output is the same.
+        def steps(loop: _Loop) -> _Loop:
+            # Up to DONE_CHECK_EVERY steps without asking whether every row is done (a
+            # reduction over the rows; asked every step it cost ~10% of decoding, when it was
+            # still a cross-device one). Finished rows emit pad meanwhile: same output.
             last = jnp.minimum(loop.step + DONE_CHECK_EVERY, end)
             return jax.lax.while_loop(
                 lambda loop: loop.step < last, lambda loop: step(loop, visible), loop
             )
 
-        def unfinished(loop: _Loop, end: int = end) -> jax.Array:
+        def unfinished(loop: _Loop) -> jax.Array:
             return (loop.step < end) & ~jnp.all(loop.done)
 
         loop = jax.lax.while_loop(unfinished, steps, loop)
-    return loop.out
+        if number + 1 == len(ends):
+            return loop.out
+        grow = ends[number + 1]
+        return jax.lax.cond(
+            jnp.all(loop.done),
+            lambda loop: loop.out,
+            lambda loop: stretch(number + 1, loop._replace(cache=loop.cache.grown(T + grow))),
+            loop,
+        )
+
+    return stretch(0, loop) if ends else loop.out
 
 
 def _generate_impl(
@@ -263,7 +280,10 @@ def _generate_impl(
     greedy: bool,
     mesh: Mesh | None,
 ) -> SampleOutput:
-    row_keys = jax.random.split(key, prompt_ids.shape[0])  # row b's stream, however split
+    B = prompt_ids.shape[0]
+    # Row b's stream, however the rows are split. Greedy decoding draws nothing, and takes
+    # any key (even None): placeholders keep one signature.
+    row_keys = jnp.zeros((B,), jnp.uint32) if greedy else jax.random.split(key, B)
     decode = functools.partial(
         _decode_rows, graphdef, max_new_tokens=max_new_tokens, top_k=top_k, top_p=top_p,
         greedy=greedy,
@@ -288,8 +308,9 @@ _generate = GraphdefJit(
 
 
 def _row_mesh(*arrays: Any) -> Mesh | None:
-    """The mesh `shard_rows` split these arrays' rows over, if it did (all alike, more than
-    one device); None for arrays in one place."""
+    """The mesh `shard_rows` split these arrays' rows over, if it did (all alike, sharded
+    exactly `PartitionSpec("rows")`, more than one device); None otherwise: arrays in one
+    place, or laid out some other way, take the plain jit (same tokens, no per-device loops)."""
     meshes = set()
     for x in arrays:
         sharding = getattr(x, "sharding", None)
@@ -299,7 +320,9 @@ def _row_mesh(*arrays: Any) -> Mesh | None:
     if len(meshes) != 1:
         return None
     mesh = meshes.pop()
-    return mesh if mesh.axis_names == (ROWS,) and mesh.size > 1 else None
+    if not isinstance(mesh, Mesh) or mesh.axis_names != (ROWS,) or mesh.size < 2:
+        return None
+    return mesh
 
 
 def _int32(x: Any) -> jax.Array:
@@ -327,7 +350,11 @@ def shard_rows(state: nnx.State, *rows: jax.Array) -> tuple[Any, ...]:
     split = NamedSharding(mesh, PartitionSpec(ROWS))
     whole = NamedSharding(mesh, PartitionSpec())
     if all(device.platform == "cpu" for device in devices):
-        state = jax.tree.map(lambda x: _one_host_copy(x, whole), state)
+        # A state placed here before (callers reuse it batch after batch) stays as it is.
+        state = jax.tree.map(
+            lambda x: x if getattr(x, "sharding", None) == whole else _one_host_copy(x, whole),
+            state,
+        )
     else:
         state = jax.device_put(state, whole)
     return (state, *(jax.device_put(x, split) for x in rows))
@@ -375,7 +402,8 @@ def generate(
     eos_id: a row stops after emitting it (pass an id outside the vocabulary to never stop);
     pad_id: what finished rows emit.
     Returns a `SampleOutput` (tokens/logprobs/raw_logprobs (B, max_new_tokens), lengths (B,)).
-    Compiles once per shape and (max_new_tokens, top_k, top_p, greedy); the rest is traced.
+    Compiles once per shape, (max_new_tokens, top_k, top_p, greedy) and device mesh of split
+    rows; the rest is traced.
     """
     if prompt_ids.ndim != 2 or prompt_mask.shape != prompt_ids.shape:
         raise ValueError(f"prompt_ids {prompt_ids.shape} / mask {prompt_mask.shape}: want (B, T)")
