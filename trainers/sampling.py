@@ -35,7 +35,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from trainers.model import GPT, GraphdefJit, KVCache, positions_from_mask
 
 DONE_CHECK_EVERY = 8  # decoding steps between checks that every row has emitted EOS
-SEGMENTS = 4  # most cache sizes per call: each one more loop body to compile
+SEGMENTS = 2  # most cache sizes per call: each one more loop body to compile
 MIN_SEGMENT = 16  # fewest steps worth a cache size of their own (a copy at each growth)
 ROWS = "rows"  # the mesh axis `shard_rows` splits the batch over
 
