@@ -76,17 +76,13 @@ def filter_logits(logits: jax.Array, top_k: int, top_p: float) -> jax.Array:
     return logits
 
 
-def first_argmax(logits: jax.Array) -> jax.Array:
-    """(B, V) -> (B,) int32 index of each row's first largest value: `jnp.argmax` for finite
-    logits, as two plain reductions (max, then the least index holding it). XLA:CPU runs the
-    (value, index) pair reduction of `argmax` ~10x slower, a measurable part of each decoding
-    step. A row holding a NaN gets index V - 1 (`argmax` would point at the NaN)."""
-    return _greedy(logits)[0]
-
-
 def _greedy(logits: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """(B, V) -> `first_argmax` and its log-softmax value, sharing one max: the log-prob of
-    the largest logit is -log(sum(exp(logits - max))), with no gather and no second max."""
+    """(B, V) -> (B,) int32 index of each row's first largest value, and (B,) its log-softmax
+    value. The index is `jnp.argmax` for finite logits, as two plain reductions (max, then the
+    least index holding it): XLA:CPU runs the (value, index) pair reduction of `argmax` ~10x
+    slower, a measurable part of each decoding step. A row holding a NaN gets index V - 1
+    (`argmax` would point at the NaN). The log-prob shares the max: the largest logit's is
+    -log(sum(exp(logits - max))), with no gather and no second max."""
     V = logits.shape[-1]
     best = jnp.max(logits, axis=-1, keepdims=True)
     index = jnp.min(jnp.where(logits == best, jnp.arange(V, dtype=jnp.int32), V), axis=-1)
