@@ -33,13 +33,20 @@ from trainers.sampling import generate, shard_rows
 
 
 def timed_pairs(
-    ours: Callable[[], object], theirs: Callable[[], object], runs: int
+    ours: Callable[[], object], theirs: Callable[[], object], runs: int, pause: float
 ) -> tuple[list[float], list[float]]:
     """Seconds per run of each, interleaved (ours, theirs, ours, ...) so a drift in the
-    machine's speed (this VM's varies by tens of % from minute to minute) hits both alike."""
+    machine's speed (this VM's varies by tens of % from minute to minute) hits both alike.
+
+    Each timed run starts `pause` seconds after the previous one ended, so that neither side
+    pays for the other's idle threads: torch's OpenMP workers busy-wait for a few ms after
+    each parallel region (libgomp's default spin), which on 2 cores took one of them from
+    the JAX run that followed (its first ~6 ms, the prefill: +10-15% on that run; 10 ms
+    of pause removes it, and HF's own times do not move with the pause)."""
     times: tuple[list[float], list[float]] = ([], [])
     for _ in range(runs):
         for fn, out in ((ours, times[0]), (theirs, times[1])):
+            time.sleep(pause)
             start = time.perf_counter()
             fn()
             out.append(time.perf_counter() - start)
@@ -64,6 +71,10 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--new", type=int, default=64)
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--torch-threads", type=int, default=0, help="0 = torch's default")
+    parser.add_argument(
+        "--pause", type=float, default=0.05,
+        help="seconds of idle before each timed run (see timed_pairs); 0 = back to back",
+    )  # fmt: skip
     parser.add_argument(
         "--cpu-devices", type=int, default=1,
         help="ours: split the CPU into this many JAX devices and the batch's rows over them "
@@ -124,7 +135,7 @@ def main() -> None:
     compile_s = time.perf_counter() - start
     their_tokens = theirs()  # warm-up for torch too
     assert their_tokens.shape == our_tokens.shape, (their_tokens.shape, our_tokens.shape)
-    ours_t, theirs_t = timed_pairs(ours, theirs, args.runs)
+    ours_t, theirs_t = timed_pairs(ours, theirs, args.runs, args.pause)
     n_tokens = args.batch * args.new
     result = {
         "model": args.preset,
@@ -134,6 +145,7 @@ def main() -> None:
         "prompt_len": args.prompt_len,
         "new_tokens": args.new,
         "runs": args.runs,
+        "pause_s": args.pause,
         "jax_backend": jax.default_backend(),
         "jax_devices": jax.device_count(),
         "torch_threads": torch.get_num_threads(),
