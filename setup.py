@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import sys
 from pathlib import Path
 from typing import ClassVar
 
@@ -63,7 +64,9 @@ class StampedBuildExt(build_ext):
 
     def run(self) -> None:
         self._built: set[str] = set()
-        for folder in {Path(self.build_lib), ROOT}:
+        # The stamp of the build this run replaces: in the source tree only for an in-place
+        # (editable) build; a wheel built from an editable checkout leaves that one alone.
+        for folder in {Path(self.build_lib), *([ROOT] if self.inplace else [])}:
             (folder / STAMP).unlink(missing_ok=True)
         super().run()
         if not self.extensions or self._built != {ext.name for ext in self.extensions}:
@@ -82,9 +85,25 @@ class StampedBuildExt(build_ext):
         self._built.add(ext.name)
 
 
+# What pip asks of setup.py before it builds: the build's requirements (egg_info) and the
+# metadata (dist_info). Neither reads ext_modules, so they skip mypyc, which took ~7.5 s each.
+METADATA = {"egg_info", "dist_info"}
+
+
+def metadata_only(argv: list[str]) -> bool:
+    """Whether setup.py runs only metadata commands (options aside): no extension is built."""
+    commands = {arg for arg in argv[1:] if not arg.startswith("-")}
+    return bool(commands & METADATA) and not any(
+        command.startswith(("build", "bdist", "install", "develop", "editable"))
+        for command in commands
+    )
+
+
 def extensions() -> list[Extension]:
     if os.environ.get("KINRL_COMPILE", "1") == "0":
         remove_inplace_build()
+        return []
+    if metadata_only(sys.argv):
         return []
     StampedBuildExt.digests = analysed()  # before mypyc reads the sources
     # Type errors only in the compiled modules count; the rest is imported as it is.

@@ -62,6 +62,31 @@ def test_setup_compiles_the_modules_native_guards() -> None:
     assert assigned["GROUP"] + "__mypyc" == SHARED_LIBRARY
 
 
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (["_in_process.py", "egg_info"], True),  # pip: get_requires_for_build_*
+        (["_in_process.py", "dist_info", "--output-dir", "/tmp/m", "--keep-egg-info"], True),
+        (["setup.py", "--verbose", "egg_info"], True),
+        (["_in_process.py", "editable_wheel", "--dist-dir", "/tmp/w"], False),
+        (["_in_process.py", "bdist_wheel", "--dist-dir", "/tmp/w"], False),
+        (["setup.py", "build_ext", "--inplace"], False),
+        (["setup.py", "egg_info", "build_ext"], False),
+    ],
+)
+def test_setup_runs_mypyc_only_when_it_builds(argv: list[str], expected: bool) -> None:
+    tree = ast.parse((ROOT / "setup.py").read_text())
+    wanted = [
+        node
+        for node in tree.body
+        if (isinstance(node, ast.FunctionDef) and node.name == "metadata_only")
+        or (isinstance(node, ast.Assign) and ast.unparse(node.targets[0]) == "METADATA")
+    ]
+    namespace: dict = {}
+    exec(compile(ast.Module(body=wanted, type_ignores=[]), "setup.py", "exec"), namespace)
+    assert namespace["metadata_only"](argv) is expected
+
+
 @pytest.mark.skipif(ENGINE != "mypyc", reason="the generator is not compiled in this install")
 def test_compiled_records_equal_the_source_records() -> None:
     code = (
