@@ -7,7 +7,7 @@ Not a test. Needs torch (CPU) besides the project's dependencies:
 Builds a random `--preset` GPT, exports it with `to_hf`, loads that folder into
 `transformers.GPT2LMHeadModel`, and times greedy decoding of the same left-padded batch with
 both (our sampler after a warm-up compile; `--runs` runs each, interleaved; best and median,
-and the median ratio of back-to-back pairs).
+and the median ratio of adjacent pairs; each timed run starts after `--pause` s of idle).
 No EOS: every row generates exactly `--new` tokens in both. Prints one JSON object, including
 the fraction of greedy tokens on which the two implementations agree.
 """
@@ -39,10 +39,12 @@ def timed_pairs(
     machine's speed (this VM's varies by tens of % from minute to minute) hits both alike.
 
     Each timed run starts `pause` seconds after the previous one ended, so that neither side
-    pays for the other's idle threads: torch's OpenMP workers busy-wait for a few ms after
-    each parallel region (libgomp's default spin), which on 2 cores took one of them from
-    the JAX run that followed (its first ~6 ms, the prefill: +10-15% on that run; 10 ms
-    of pause removes it, and HF's own times do not move with the pause)."""
+    pays for what the other leaves running. Back to back, our run took 12-15% longer right
+    after HF's than after 10-50 ms of idle (four measurements in one process), while HF's
+    own time did not move with the pause. The likely cause: torch's OpenMP workers
+    busy-wait for a few ms after each parallel region (libgomp's default), holding one of
+    the 2 cores during our prefill; turning that spin off (GOMP_SPINCOUNT=0) made HF's own
+    runs ~1.7x slower, which left that control too noisy to confirm it."""
     times: tuple[list[float], list[float]] = ([], [])
     for _ in range(runs):
         for fn, out in ((ours, times[0]), (theirs, times[1])):
