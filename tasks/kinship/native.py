@@ -1,7 +1,7 @@
 """Which build of the generator's hot modules runs: the mypyc-compiled one, or the source.
 
 `pip install` compiles the modules of `COMPILED` to C with mypyc (see `setup.py`), which makes
-records 1.5-1.75x as fast, and stamps in `_compiled.json` the SHA-256 of every source mypyc
+records 1.7-1.9x as fast, and stamps in `_compiled.json` the SHA-256 of every source mypyc
 read (the compiled modules and the project modules whose types it relied on). Python would
 import a compiled module in preference to its source even after the source was edited, so
 `tasks.kinship` imports this module first, and it runs the compiled build only while it is
