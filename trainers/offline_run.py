@@ -30,7 +30,6 @@ from tqdm import tqdm
 from trainers.checkpoint import (
     Checkpoints,
     MetricsLog,
-    abstract_with_shardings,
     check_new_or_run_folder,
     check_same_run,
     create_run,
@@ -60,14 +59,13 @@ from trainers.preference_data import (
     tokenize_pairs,
 )
 from trainers.runtime import CompiledPerShape, release_host_memory
-from trainers.sft import init_from, learning_rate_schedule, make_optimizer
+from trainers.sft import init_from, learning_rate_schedule, make_optimizer, start_or_resume
 from trainers.sharding import (
     BATCH_AXES,
     batch_divisor,
     make_mesh,
     put_global,
     replicated,
-    state_shardings,
 )
 from trainers.tokenizer import kinship_tokenizer
 
@@ -220,28 +218,17 @@ def place(method: Method, config: OfflineConfig, model: GPT, mesh: Mesh,
           checkpoints: Checkpoints) -> _Placed:  # fmt: skip
     """Shard the initial model (or restore the latest checkpoint) and jit the steps once."""
     optimizer = make_optimizer(config)
-    graphdef, state = nnx.split(model)
-    state_sh = state_shardings(state, mesh, config.shard_params)
-    abstract_opt = jax.eval_shape(optimizer.init, state)
-    opt_sh = state_shardings(abstract_opt, mesh, config.shard_params)
-    restored = checkpoints.restore_latest(
-        abstract_with_shardings(state, state_sh), abstract_with_shardings(abstract_opt, opt_sh)
-    )
-    if restored is None:
-        step, position = None, 0
-        state = put_global(state, state_sh)
-        opt_state = jax.jit(optimizer.init, out_shardings=opt_sh)(state)
-    else:
-        step, state, opt_state, meta = restored
-        position = meta["data_position"]
+    start = start_or_resume(model, optimizer, mesh, config.shard_params, checkpoints)
     train_step = CompiledPerShape(jax.jit(
         functools.partial(method.step, optimizer=optimizer), static_argnums=0,
-        donate_argnums=(1, 2), out_shardings=(state_sh, opt_sh, replicated(mesh)),
+        donate_argnums=(1, 2),
+        out_shardings=(start.state_sharding, start.opt_sharding, replicated(mesh)),
     ))  # fmt: skip
     eval_step = CompiledPerShape(
         jax.jit(method.eval_step, static_argnums=0, out_shardings=replicated(mesh))
     )
-    return _Placed(graphdef, state, opt_state, step or 0, position, train_step, eval_step)
+    return _Placed(start.graphdef, start.state, start.opt_state, start.step,
+                   start.data_position, train_step, eval_step)  # fmt: skip
 
 
 def evaluate_pairs(method: Method, placed: _Placed, state: nnx.State, batches: list,

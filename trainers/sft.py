@@ -367,34 +367,58 @@ class _Placed(NamedTuple):
     batch_sharding: NamedSharding
 
 
-def place(config: SFTConfig, model: GPT, checkpoints: Checkpoints, mesh: Mesh) -> _Placed:
-    """Shard the initial model (or restore the latest checkpoint) and jit the steps once."""
-    optimizer = make_optimizer(config)
+class Start(NamedTuple):
+    """Where a run starts: the model and optimizer state on the mesh (fresh, or restored from
+    the latest checkpoint), with their shardings for the jitted steps' outputs."""
+
+    graphdef: nnx.GraphDef
+    state: nnx.State
+    opt_state: optax.OptState
+    step: int  # optimizer steps already taken: 0 for a fresh run
+    data_position: int  # examples (or pairs) of the data order already consumed
+    state_sharding: Any
+    opt_sharding: Any
+
+
+def start_or_resume(
+    model: GPT,
+    optimizer: optax.GradientTransformation,
+    mesh: Mesh,
+    shard_params: bool,
+    checkpoints: Checkpoints,
+) -> Start:
+    """Shard the initial model and a fresh optimizer state over `mesh`, or restore the latest
+    checkpoint straight into those shardings (the trainers' shared start)."""
     graphdef, state = nnx.split(model)
-    state_sh = state_shardings(state, mesh, config.shard_params)
+    state_sh = state_shardings(state, mesh, shard_params)
     abstract_opt = jax.eval_shape(optimizer.init, state)
-    opt_sh = state_shardings(abstract_opt, mesh, config.shard_params)
+    opt_sh = state_shardings(abstract_opt, mesh, shard_params)
     restored = checkpoints.restore_latest(
         abstract_with_shardings(state, state_sh), abstract_with_shardings(abstract_opt, opt_sh)
     )
     if restored is None:
-        step, position = None, 0
         state = put_global(state, state_sh)
         opt_state = jax.jit(optimizer.init, out_shardings=opt_sh)(state)
-    else:
-        step, state, opt_state, meta = restored
-        position = meta["data_position"]
+        return Start(graphdef, state, opt_state, 0, 0, state_sh, opt_sh)
+    step, state, opt_state, meta = restored
+    return Start(graphdef, state, opt_state, step, meta["data_position"], state_sh, opt_sh)
+
+
+def place(config: SFTConfig, model: GPT, checkpoints: Checkpoints, mesh: Mesh) -> _Placed:
+    """Shard the initial model (or restore the latest checkpoint) and jit the steps once."""
+    optimizer = make_optimizer(config)
+    start = start_or_resume(model, optimizer, mesh, config.shard_params, checkpoints)
     step_fn = CompiledPerShape(
         jax.jit(
             functools.partial(train_step, optimizer=optimizer),
             static_argnums=0,
             donate_argnums=(1, 2),
-            out_shardings=(state_sh, opt_sh, replicated(mesh)),
+            out_shardings=(start.state_sharding, start.opt_sharding, replicated(mesh)),
         )
     )
     eval_fn = CompiledPerShape(jax.jit(eval_step, static_argnums=0, out_shardings=replicated(mesh)))
-    return _Placed(graphdef, state, opt_state, step or 0, position, step_fn, eval_fn,
-                   batch_sharding(mesh))  # fmt: skip
+    return _Placed(start.graphdef, start.state, start.opt_state, start.step,
+                   start.data_position, step_fn, eval_fn, batch_sharding(mesh))  # fmt: skip
 
 
 class _StepLogger:
