@@ -336,21 +336,29 @@ def _add_train_commands(commands: Any) -> None:
     _add_preference_commands(methods)
 
 
-def _sft_options(sft: argparse.ArgumentParser) -> None:
-    from trainers.sft import SFTConfig
-
-    sft.add_argument("--data", required=True, metavar="DIR", help="dataset folder (examples)")
-    sft.add_argument("--out", required=True, metavar="RUN", help="run folder (created)")
-    sft.add_argument(
+def _training_options(
+    parser: argparse.ArgumentParser, config_class: type, kind: str, run: Callable[..., int]
+) -> None:
+    """What every `kinrl train` command takes: data, run folder, init, the config's fields
+    (`config_class`, a dataclass) and the multi-host options; `run` carries it out."""
+    parser.add_argument("--data", required=True, metavar="DIR", help=f"dataset folder ({kind})")
+    parser.add_argument("--out", required=True, metavar="RUN", help="run folder (created)")
+    parser.add_argument(
         "--init", metavar="RUN_OR_HF", help="start from a run folder or a HF GPT-2 folder/name"
     )
-    sft.add_argument("--quiet", action="store_true", help="no progress bar")
-    _add_dataclass_options(sft.add_argument_group("training"), SFTConfig)
-    hosts = sft.add_argument_group("several hosts (jax.distributed; leave out on one host)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_dataclass_options(parser.add_argument_group("training"), config_class)
+    hosts = parser.add_argument_group("several hosts (jax.distributed; leave out on one host)")
     hosts.add_argument("--coordinator-address", metavar="HOST:PORT", help="process 0's address")
     hosts.add_argument("--num-processes", type=_count, metavar="N", help="processes in all")
     hosts.add_argument("--process-id", type=_index, metavar="I", help="this process, 0..N-1")
-    sft.set_defaults(run=_run_train_sft)
+    parser.set_defaults(run=run)
+
+
+def _sft_options(sft: argparse.ArgumentParser) -> None:
+    from trainers.sft import SFTConfig
+
+    _training_options(sft, SFTConfig, "examples", _run_train_sft)
 
 
 def _start_jax(host_devices: bool = False) -> None:
@@ -485,18 +493,7 @@ def _preference_trainer(name: str) -> tuple[type, Any, Any]:
 def _preference_options(name: str, parser: argparse.ArgumentParser) -> None:
     config_class, _, _ = _preference_trainer(name)
     kind = _PREFERENCE_TRAINERS[name][4]
-    parser.add_argument("--data", required=True, metavar="DIR", help=f"dataset folder ({kind})")
-    parser.add_argument("--out", required=True, metavar="RUN", help="run folder (created)")
-    parser.add_argument(
-        "--init", metavar="RUN_OR_HF", help="start from a run folder or a HF GPT-2 folder/name"
-    )
-    parser.add_argument("--quiet", action="store_true", help="no progress bar")
-    _add_dataclass_options(parser.add_argument_group("training"), config_class)
-    hosts = parser.add_argument_group("several hosts (jax.distributed; leave out on one host)")
-    hosts.add_argument("--coordinator-address", metavar="HOST:PORT", help="process 0's address")
-    hosts.add_argument("--num-processes", type=_count, metavar="N", help="processes in all")
-    hosts.add_argument("--process-id", type=_index, metavar="I", help="this process, 0..N-1")
-    parser.set_defaults(run=functools.partial(_run_train_preference, name))
+    _training_options(parser, config_class, kind, functools.partial(_run_train_preference, name))
 
 
 def _run_train_preference(name: str, args: argparse.Namespace) -> int:
