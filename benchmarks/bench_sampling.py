@@ -39,9 +39,9 @@ def timed_pairs(
     machine's speed (this VM's varies by tens of % from minute to minute) hits both alike.
 
     Each timed run starts `pause` seconds after the previous one ended, so that neither side
-    pays for what the other leaves running. Back to back, our run took 12-15% longer right
-    after HF's than after 10-50 ms of idle (four measurements in one process), while HF's
-    own time did not move with the pause. The likely cause: torch's OpenMP workers
+    pays for what the other leaves running. Back to back, our run took 11-17% longer right
+    after HF's than after 10-50 ms of idle (five measurements in one process), while HF's
+    own time moved by 5% at most with the pause. The likely cause: torch's OpenMP workers
     busy-wait for a few ms after each parallel region (libgomp's default), holding one of
     the 2 cores during our prefill; turning that spin off (GOMP_SPINCOUNT=0) made HF's own
     runs ~1.7x slower, which left that control too noisy to confirm it."""
