@@ -18,62 +18,26 @@ import signal
 import tempfile
 from collections import Counter
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 from tqdm import tqdm
+
+from tasks.registry import dataset_kinds
 
 FORMATS = ("jsonl", "parquet")
 CHUNK_SIZE = 500
 
 
-@dataclass
-class LevelStats:
-    """Running statistics of the records of one difficulty level."""
+class RecordStats(Protocol):
+    """A per-record statistics accumulator (the task's): each chunk fills a fresh one in its
+    worker, `add` once per record in index order, and the writer merges the chunks' into one."""
 
-    records: int = 0
-    people: int = 0
-    mentioned: int = 0
-    facts: int = 0
-    hops: Counter = field(default_factory=Counter)
-    question_types: Counter = field(default_factory=Counter)
-    relation_families: Counter = field(default_factory=Counter)
-    flipped: int = 0
-    negative_kinds: Counter = field(default_factory=Counter)
-    labels: Counter = field(default_factory=Counter)
+    def add(self, record: dict[str, Any]) -> None: ...
 
-    def merge(self, other: LevelStats) -> None:
-        self.records += other.records
-        self.people += other.people
-        self.mentioned += other.mentioned
-        self.facts += other.facts
-        self.hops.update(other.hops)
-        self.question_types.update(other.question_types)
-        self.relation_families.update(other.relation_families)
-        self.flipped += other.flipped
-        self.negative_kinds.update(other.negative_kinds)
-        self.labels.update(other.labels)
-
-    def to_dict(self) -> dict[str, Any]:
-        n = max(self.records, 1)
-        out = {
-            "records": self.records,
-            "mean_people": round(self.people / n, 2),
-            "mean_mentioned": round(self.mentioned / n, 2),
-            "mean_facts": round(self.facts / n, 2),
-            "mean_hops": round(sum(h * c for h, c in self.hops.items()) / n, 2),
-            "hops": dict(sorted(self.hops.items())),
-            "question_types": dict(sorted(self.question_types.items())),
-            "relation_families": dict(sorted(self.relation_families.items())),
-        }
-        if self.negative_kinds:  # feedback records
-            out["flipped_fraction"] = round(self.flipped / n, 4)
-            out["negative_kinds"] = dict(sorted(self.negative_kinds.items()))
-        if self.labels:
-            out["labels"] = {str(k).lower(): v for k, v in sorted(self.labels.items())}
-        return out
+    def merge(self, other: Any) -> None: ...
 
 
 @dataclass
@@ -84,7 +48,7 @@ class Chunk:
     lines: list[str]
     records: list[dict[str, Any]] | None
     fingerprints: list[int]
-    stats: dict[int, LevelStats]
+    stats: RecordStats
 
 
 @dataclass(frozen=True)
@@ -93,7 +57,7 @@ class ChunkJob:
     start: int
     stop: int
     make: Callable[[int], dict[str, Any]]
-    describe: Callable[[dict[str, Any]], tuple[int, int, int, int, str, str]]
+    new_stats: Callable[[], RecordStats]
     fingerprint: Callable[[dict[str, Any]], int]
     keep_records: bool
 
@@ -115,35 +79,21 @@ def json_line(record: dict[str, Any]) -> str:
 def run_chunk(job: ChunkJob) -> Chunk:
     """Make records job.start..job.stop-1 (runs in a worker process)."""
     lines, records, fingerprints = [], [], []
-    stats: dict[int, LevelStats] = {}
+    stats = job.new_stats()
+    add = stats.add
     for index in range(job.start, job.stop):
         record = job.make(index)
         lines.append(json_line(record))
         if job.keep_records:
             records.append(record)
         fingerprints.append(job.fingerprint(record))
-        level, people, mentioned, facts, qtype, family = job.describe(record)
-        s = stats.get(level)
-        if s is None:  # (not setdefault: that would build a LevelStats per record)
-            s = stats[level] = LevelStats()
-        s.records += 1
-        s.people += people
-        s.mentioned += mentioned
-        s.facts += facts
-        s.hops[record["hops"]] += 1
-        s.question_types[qtype] += 1
-        s.relation_families[family] += 1
-        if "flipped" in record:  # feedback records
-            s.flipped += record["flipped"]
-            s.negative_kinds[record["negative_kind"] or "none"] += 1
-        if "label" in record:
-            s.labels[record["label"]] += 1
+        add(record)
     return Chunk(job.split, lines, records if job.keep_records else None, fingerprints, stats)
 
 
 def chunk_jobs(
     splits: list[tuple[str, int, int, Callable[[int], dict[str, Any]]]],
-    describe: Callable[[dict[str, Any]], tuple[int, int, int, int, str, str]],
+    new_stats: Callable[[], RecordStats],
     fingerprint: Callable[[dict[str, Any]], int],
     keep_records: bool,
     chunk_size: int = CHUNK_SIZE,
@@ -156,7 +106,7 @@ def chunk_jobs(
                 first,
                 min(first + chunk_size, start + size),
                 make,
-                describe,
+                new_stats,
                 fingerprint,
                 keep_records,
             )
@@ -166,15 +116,8 @@ class OutputError(ValueError):
     """The output folder cannot be written or replaced (a one-line message naming --out)."""
 
 
-def dataset_kinds() -> frozenset[str]:
-    """The `kind`s of the dataset folders `kinrl generate` writes (config.json's "kind")."""
-    from tasks.kinship.dataset import KINDS  # late: tasks.kinship.dataset imports this module
-
-    return frozenset(f"kinship/{kind}" for kind in KINDS)
-
-
 def is_dataset_folder(folder: Path) -> bool:
-    """True if `folder` holds a config.json whose "kind" is one of `dataset_kinds()`."""
+    """True if `folder` holds a config.json whose "kind" is a dataset kind of the registry."""
     try:
         config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):

@@ -1,25 +1,106 @@
-"""Task registry: name -> (config class, record maker, gold reward)."""
+"""The tasks, the dataset kinds they write, and the fields every record of a kind has.
+
+The one place these names are declared: `kinrl generate` writes a kind's full name as
+config.json's "kind", the trainers and evaluators check it on reading, and `RECORD_FIELDS`
+is what they rely on finding in every record. Cheap to import (the standard library only):
+a task's implementation (its config class, record maker and gold reward, which pull in the
+generator) is imported only when a `TaskSpec` is asked for one of them.
+"""
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from tasks import kinship
+
+@dataclass(frozen=True)
+class DatasetKind:
+    """A kind of dataset folder: `name` is config.json's "kind" ("kinship/examples"), `short`
+    the task's own name for it (`kinrl generate --kind examples`), `fields` the fields every
+    record of the kind has."""
+
+    name: str
+    short: str
+    fields: tuple[str, ...]
+
+
+EXAMPLES = DatasetKind(
+    "kinship/examples",
+    "examples",
+    ("prompt", "completion", "answer", "answers", "question_type", "hops"),
+)
+PREFERENCE = DatasetKind(
+    "kinship/preference", "preference", ("prompt", "chosen", "rejected", "flipped")
+)
+FEEDBACK = DatasetKind("kinship/feedback", "feedback", ("prompt", "completion", "label"))
+
+EXAMPLES_KIND = EXAMPLES.name
+PREFERENCE_KIND = PREFERENCE.name
+FEEDBACK_KIND = FEEDBACK.name
+
+
+def _load(target: str) -> Any:
+    """The object named by "package.module:attribute", imported on first use."""
+    module, _, attribute = target.partition(":")
+    return getattr(importlib.import_module(module), attribute)
 
 
 @dataclass(frozen=True)
 class TaskSpec:
+    """A task: its name, the dataset kinds it writes, and where its config class, record maker
+    `(config, seed, index, split) -> record` and gold reward `(record, completion) -> [0, 1]`
+    live ("module:attribute", imported when first read)."""
+
     name: str
-    config_class: type
-    make_example: Callable[..., dict[str, Any]]
-    score: Callable[[dict[str, Any], str], float]
+    kinds: tuple[DatasetKind, ...]
+    config_target: str
+    make_example_target: str
+    score_target: str
+
+    @property
+    def config_class(self) -> type:
+        return _load(self.config_target)
+
+    @property
+    def make_example(self) -> Callable[..., dict[str, Any]]:
+        return _load(self.make_example_target)
+
+    @property
+    def score(self) -> Callable[[dict[str, Any], str], float]:
+        return _load(self.score_target)
+
+    def kind(self, short: str) -> DatasetKind:
+        """The kind of this task called `short`; ValueError naming the kinds there are."""
+        for kind in self.kinds:
+            if kind.short == short:
+                return kind
+        names = ", ".join(kind.short for kind in self.kinds)
+        raise ValueError(f"--kind must be one of {names} (got {short!r})")
 
 
-REGISTRY: dict[str, TaskSpec] = {
-    "kinship": TaskSpec("kinship", kinship.KinshipConfig, kinship.make_example, kinship.score),
+KINSHIP = TaskSpec(
+    "kinship",
+    (EXAMPLES, PREFERENCE, FEEDBACK),
+    "tasks.kinship:KinshipConfig",
+    "tasks.kinship:make_example",
+    "tasks.kinship:score",
+)
+
+REGISTRY: dict[str, TaskSpec] = {KINSHIP.name: KINSHIP}
+
+KINDS = tuple(kind.short for kind in KINSHIP.kinds)  # the kinship kinds, as `--kind` names them
+
+# The fields every record of a dataset kind has, by the kind's full name.
+RECORD_FIELDS: dict[str, tuple[str, ...]] = {
+    kind.name: kind.fields for spec in REGISTRY.values() for kind in spec.kinds
 }
+
+
+def dataset_kinds() -> tuple[str, ...]:
+    """The full names of every task's dataset kinds (the "kind"s a dataset config.json has)."""
+    return tuple(RECORD_FIELDS)
 
 
 def get_task(name: str) -> TaskSpec:

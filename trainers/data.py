@@ -22,9 +22,12 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-EXAMPLES_KIND = "kinship/examples"
-PREFERENCE_KIND = "kinship/preference"
-FEEDBACK_KIND = "kinship/feedback"
+# The dataset kinds and their record fields are the registry's ("X as X" re-exports the two
+# kinds this module does not use itself, for the trainers that import them from here).
+from tasks.registry import EXAMPLES_KIND, RECORD_FIELDS
+from tasks.registry import FEEDBACK_KIND as FEEDBACK_KIND
+from tasks.registry import PREFERENCE_KIND as PREFERENCE_KIND
+
 BUCKET = 32
 
 
@@ -58,14 +61,6 @@ def split_path(data_dir: str | Path, split: str) -> Path:
 
 def has_split(data_dir: str | Path, split: str) -> bool:
     return any((Path(data_dir) / f"{split}{suffix}").is_file() for suffix in (".jsonl", ".parquet"))
-
-
-# The fields every record of a dataset kind has (what the trainers and evaluators read).
-RECORD_FIELDS: dict[str, tuple[str, ...]] = {
-    EXAMPLES_KIND: ("prompt", "completion", "answer", "answers", "question_type", "hops"),
-    PREFERENCE_KIND: ("prompt", "chosen", "rejected", "flipped"),
-    FEEDBACK_KIND: ("prompt", "completion", "label"),
-}
 
 
 def load_records(

@@ -5,12 +5,13 @@ from __future__ import annotations
 import functools
 import json
 import os
+import signal
+import threading
 from pathlib import Path
 from typing import Any
 
 from tasks.io import (
     FORMATS,
-    LevelStats,
     SplitWriters,
     chunk_jobs,
     commit_output,
@@ -21,9 +22,8 @@ from tasks.kinship.config import KinshipConfig
 from tasks.kinship.generator import make_example
 from tasks.kinship.pairs import FeedbackConfig, make_binary, make_pair
 from tasks.kinship.splits import Holdouts, LeakCheck, family_fingerprint, plan_splits
-from tasks.kinship.terms import family_of
-
-KINDS = ("examples", "preference", "feedback")
+from tasks.kinship.stats import DatasetStats
+from tasks.registry import KINSHIP
 
 
 def parquet_schema(kind: str = "examples"):
@@ -71,20 +71,6 @@ def parquet_schema(kind: str = "examples"):
             ("negative_kind", string),
         ]
     return pa.schema(columns)
-
-
-def record_summary(record: dict[str, Any]) -> tuple[int, int, int, int, str, str]:
-    """(level, people, mentioned, facts, question type, relation family) for the card."""
-    mentioned = {name for fact in record["facts"] for name in (fact["a"], fact["b"])}
-    term = record["answer"] if record["question_type"] == "relation" else record["query"]["term"]
-    return (
-        record["difficulty"],
-        len(record["people"]),
-        len(mentioned),
-        len(record["facts"]),
-        record["question_type"],
-        family_of(term),
-    )
 
 
 def _make(
@@ -164,8 +150,7 @@ def generate_dataset(
     """
     if fmt not in FORMATS:
         raise ValueError(f"--format must be one of {', '.join(FORMATS)} (got {fmt!r})")
-    if kind not in KINDS:
-        raise ValueError(f"--kind must be one of {', '.join(KINDS)} (got {kind!r})")
+    kind_name = KINSHIP.kind(kind).name  # ValueError for a kind the registry does not have
     if kind != "examples":
         feedback = feedback or FeedbackConfig()
     if num_proc < 1:
@@ -191,25 +176,24 @@ def generate_dataset(
             for p in plans
         ]
         jobs = list(
-            chunk_jobs(splits, record_summary, family_fingerprint, keep_records=fmt == "parquet")
+            chunk_jobs(splits, DatasetStats, family_fingerprint, keep_records=fmt == "parquet")
         )
         writers = SplitWriters(tmp, fmt, parquet_schema(kind) if fmt == "parquet" else None)
-        stats: dict[int, LevelStats] = {}
+        stats = DatasetStats()
         leaks = LeakCheck()
         total = sum(p.size for p in plans)
         try:
             for chunk in run_jobs(jobs, num_proc, total, progress):
                 writers.write(chunk)
                 leaks.add(chunk.split, chunk.fingerprints)
-                for level, s in chunk.stats.items():
-                    stats.setdefault(level, LevelStats()).merge(s)
+                stats.merge(chunk.stats)
         finally:
             writers.close()
         dropped = _resolve_leaks(tmp, fmt, leaks.leaks, [p.name for p in plans])
         for split, count in dropped.items():
             writers.counts[split] -= count
         summary = {
-            "kind": f"kinship/{kind}",
+            "kind": kind_name,
             "seed": seed,
             "n": n,
             "format": fmt,
@@ -225,7 +209,7 @@ def generate_dataset(
                 for p in plans
             },
             "counts": dict(writers.counts),
-            "statistics": {str(level): s.to_dict() for level, s in sorted(stats.items())},
+            "statistics": stats.to_dict(),
             "leak_check": {"families": leaks.families, "in_two_splits": 0, "dropped": dropped},
         }
         (tmp / "config.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
@@ -237,6 +221,71 @@ def generate_dataset(
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return summary
+
+
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM during `generate_command`: shut down like Ctrl-C (workers, temporary folder)."""
+
+
+def _on_sigterm(signum: int, frame: Any) -> None:
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # once: let the cleanup finish
+    raise _Terminated
+
+
+def feedback_config(options: dict[str, Any]) -> FeedbackConfig:
+    """The `FeedbackConfig` of `kinrl generate`'s feedback options (noise, annotator,
+    temperature, length_bias, position_bias, negative_weights, min_margin, desirable_ratio)."""
+    from tasks.feedback import AnnotatorConfig
+    from tasks.kinship.pairs import default_negative_weights, parse_ratio
+
+    weights = dict(default_negative_weights()) | (options.get("negative_weights") or {})
+    annotator = AnnotatorConfig(
+        model=options["annotator"], flip_rate=options["noise"],
+        temperature=options["temperature"], length_bias=options["length_bias"],
+        position_bias=options["position_bias"],
+    )  # fmt: skip
+    return FeedbackConfig(annotator=annotator, negative_weights=tuple(weights.items()),
+                          min_margin=options["min_margin"],
+                          desirable_fraction=parse_ratio(options["desirable_ratio"]))  # fmt: skip
+
+
+def generate_command(
+    out: str | Path,
+    difficulty: int,
+    knobs: dict[str, Any],
+    n: int,
+    *,
+    feedback: dict[str, Any] | None = None,
+    holdout_hops: int | None = None,
+    holdout_relations: tuple[str, ...] = (),
+    holdout_names: bool = False,
+    overwrite: bool = False,
+    **kwargs: Any,
+) -> dict[str, Any] | None:
+    """`kinrl generate`: every check of the input (ValueError, naming the option's field)
+    before any work, then `generate_dataset` of the level-`difficulty` preset with `knobs`
+    overridden. SIGTERM is handled like Ctrl-C (no output is left behind), and returns None."""
+    from tasks.io import check_output_folder
+    from tasks.kinship.generator import GenerationError
+
+    config = KinshipConfig.for_level(difficulty, **knobs)
+    holdouts = Holdouts(hops=holdout_hops, relations=holdout_relations, names=holdout_names)
+    fractions = {k: kwargs[k] for k in ("validation_fraction", "test_fraction") if k in kwargs}
+    plan_splits(config, n, holdouts=holdouts, **fractions)
+    feedback_cfg = feedback_config(feedback) if feedback is not None else None
+    check_output_folder(out, overwrite)  # last: the other errors come first
+    main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _on_sigterm) if main_thread else None
+    try:
+        return generate_dataset(out, config, n, feedback=feedback_cfg, holdouts=holdouts,
+                                overwrite=overwrite, **kwargs)  # fmt: skip
+    except GenerationError as error:
+        raise ValueError(str(error)) from None
+    except _Terminated:
+        return None
+    finally:
+        if main_thread:  # None: a handler not installed from Python; restore the default
+            signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
 
 
 def dataset_card(summary: dict[str, Any]) -> str:
