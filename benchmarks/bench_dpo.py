@@ -91,40 +91,38 @@ def run_ours(args: argparse.Namespace) -> dict:
     enable_compilation_cache()  # the parent picks the folder
 
     from trainers.checkpoint import Checkpoints
-    from trainers.dpo import DPOConfig, dpo_method
+    from trainers.config import DPOConfig
+    from trainers.engine import open_run
     from trainers.model import count_params
-    from trainers.offline_run import pair_batch_sharding, place, prepare_offline
-    from trainers.preference_data import PairIterator
-    from trainers.sharding import batch_divisor, put_global
+    from trainers.preference import pair_batch_sharding
+    from trainers.sharding import put_global
 
     config = DPOConfig(steps=args.steps, batch_size=args.batch, learning_rate=args.lr,
                        warmup_steps=0, beta=0.1, length_grouping=1,
                        pack_pairs=not args.unpacked)  # fmt: skip
-    method = dpo_method(config)
-    run = Path(tempfile.mkdtemp()) / "run"
-    setup = prepare_offline(method, config, args.data, run)
-    checkpoints = Checkpoints(run)
-    placed = place(method, config, setup.model, setup.mesh, checkpoints)
-    iterator = PairIterator(setup.train, setup.references["train"], batch_size=args.batch,
-                            grad_accum=1, seed=0, pad_id=setup.tokenizer.pad_token_id,
-                            max_length=args.max_length, packed=config.pack_pairs,
-                            steps=args.steps, row_multiple=batch_divisor(setup.mesh))  # fmt: skip
+    run = open_run("dpo", config, args.data, Path(tempfile.mkdtemp()) / "run", progress=False)
+    setup, prepared = run.setup, run.prepared
+    checkpoints = Checkpoints(setup.run_dir)
+    # The engine's own jitted step (the loop minus logging, evaluation and checkpoints).
+    graphdef, state, _ = run.initial_state(checkpoints)
+    step, root_key = run.compiled_step(state)
+    iterator = prepared.batches(0)
     sharding = pair_batch_sharding(setup.mesh, config.pack_pairs)
-    state, opt_state = placed.state, placed.opt_state
     start = time.perf_counter()
     for _ in range(args.steps):
         batch = put_global(next(iterator), sharding)
-        state, opt_state, metrics = placed.train_step(placed.graphdef, state, opt_state, batch)
+        state, metrics = step(graphdef, state, root_key, batch)
     metrics = jax.device_get(metrics)
     train_s = time.perf_counter() - start
     checkpoints.close()
+    reference_s = run.prepare_seconds
     pairs = args.steps * args.batch
     return {
         "params": count_params(setup.model),
-        "reference_s": round(setup.reference_seconds, 2),
+        "reference_s": round(reference_s, 2),
         "train_s": round(train_s, 2),
         "pairs_per_s": round(pairs / train_s, 1),
-        "pairs_per_s_with_reference": round(pairs / (train_s + setup.reference_seconds), 1),
+        "pairs_per_s_with_reference": round(pairs / (train_s + reference_s), 1),
         "last_loss": round(float(metrics["loss"]), 4),
         "packed_pairs": config.pack_pairs,
         "peak_rss_mb": round(peak_rss_mb(), 1),

@@ -27,9 +27,11 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from trainers.config import SFTConfig
 from trainers.data import Batch
+from trainers.engine import make_optimizer
 from trainers.model import PRESETS, init_model
-from trainers.sft import SFTConfig, make_optimizer, train_step
+from trainers.sft import sft_step
 from trainers.tokenizer import kinship_tokenizer
 
 
@@ -64,7 +66,7 @@ def train_throughput(preset: str, batch: int, seq: int, steps: int, bf16: bool) 
     graphdef, state = nnx.split(init_model(cfg))
     optimizer = make_optimizer(config)
     opt_state = optimizer.init(state)
-    step = jax.jit(train_step, static_argnums=0, static_argnames="optimizer", donate_argnums=(1, 2))
+    step = jax.jit(sft_step, static_argnums=0, static_argnames="optimizer", donate_argnums=(1, 2))
     tokens = np.random.default_rng(0).integers(3, vocab, (1, batch, seq), dtype=np.int32)
     ones = np.ones_like(tokens)
     data = jax.device_put(Batch(tokens, ones, ones.astype(np.float32)))

@@ -12,6 +12,7 @@ questions, of the queried term otherwise).
 from __future__ import annotations
 
 import json
+import os
 from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
@@ -24,7 +25,7 @@ from tqdm.auto import tqdm
 
 from tasks.kinship import score
 from tasks.kinship.terms import family_of
-from trainers.checkpoint import load_run
+from trainers.checkpoint import load_policy
 from trainers.data import bucket_length, load_records
 from trainers.sampling import generate, shard_rows
 from trainers.tokenizer import decode
@@ -38,11 +39,13 @@ def complete(
     batch_size: int = 64,
     max_new_tokens: int | None = None,
     temperature: float = 0.0,
+    top_k: int = 0,
+    top_p: float = 1.0,
     seed: int = 0,
     progress: bool = False,
 ) -> list[str | None]:
-    """Completions of `prompts` (greedy when `temperature` is 0), decoded as the task writes
-    text, without the EOS.
+    """Completions of `prompts` (greedy when `temperature` is 0, else sampled with `top_k` and
+    `top_p`), decoded as the task writes text, without the EOS.
 
     Prompts are sorted by length, left-padded to a 32-token bucket and decoded `batch_size`
     at a time (a short last batch is filled with copies, so shapes repeat and each bucket
@@ -71,7 +74,7 @@ def complete(
         out = generate(
             graphdef, state, ids, mask, step_key,
             max_new_tokens=room if max_new_tokens is None else min(max_new_tokens, room),
-            temperature=temperature or 1.0, greedy=temperature == 0,
+            temperature=temperature or 1.0, top_k=top_k, top_p=top_p, greedy=temperature == 0,
             eos_id=tokenizer.eos_token_id, pad_id=tokenizer.pad_token_id,
         )  # fmt: skip
         tokens, lengths = np.asarray(out.tokens), np.asarray(out.lengths)
@@ -153,6 +156,29 @@ def evaluate(
     return accuracy_report(records, completions)
 
 
+def check_report_path(path: str | os.PathLike[str] | None) -> None:
+    """ValueError naming --json unless a report can be written to `path` (None: no report):
+    checked before any decoding, so a typo costs nothing."""
+    if path is None:
+        return
+    target = Path(path)
+    if target.is_dir():
+        raise ValueError(f"--json {path} is a folder; give a file path such as {path}/eval.json")
+    folder = target.absolute().parent
+    if not folder.is_dir() or not os.access(folder, os.W_OK):
+        raise ValueError(f"--json {path}: its folder {folder} is missing or unwritable")
+
+
+def write_report(report: dict[str, Any], path: str | os.PathLike[str]) -> None:
+    """Write `report` as JSON to `path`, whole or not at all (no temporary file left)."""
+    tmp = Path(f"{path}.tmp")
+    try:
+        tmp.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
 def evaluate_run(
     run_dir: str | Path,
     data_dir: str | Path,
@@ -164,7 +190,8 @@ def evaluate_run(
 ) -> dict[str, Any]:
     """Greedy accuracy of a run's latest checkpoint on `split` of a dataset folder (the first
     `limit` records if given), also written as JSON to `json_path` when given."""
-    model, _, tokenizer = load_run(run_dir)
+    check_report_path(json_path)
+    model, _, tokenizer = load_policy(run_dir)
     records = load_records(data_dir, split)[:limit]
     report = {
         "run": str(run_dir),
@@ -173,5 +200,5 @@ def evaluate_run(
         **evaluate(model, tokenizer, records, batch_size=batch_size),
     }
     if json_path is not None:
-        Path(json_path).write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+        write_report(report, json_path)
     return report

@@ -13,9 +13,10 @@ from safetensors.numpy import load_file
 
 from tasks.kinship import KinshipConfig, generate_dataset
 from trainers.checkpoint import MetricsLog, load_run
+from trainers.config import SFTConfig
 from trainers.data import BatchIterator
+from trainers.engine import train as train_method
 from trainers.model import PRESETS, GPTConfig
-from trainers.sft import SFTConfig, train_sft
 
 TINY = GPTConfig(vocab_size=1, n_positions=64, n_embd=32, n_layer=2, n_head=2)
 TIMING = "train/tokens_per_s"
@@ -57,12 +58,12 @@ def _crash_at_step_11(config: SFTConfig, data_dir: Path, run: Path, monkeypatch)
 
     monkeypatch.setattr(BatchIterator, "__next__", dying_next)
     with pytest.raises(Crash):
-        train_sft(config, data_dir, run, progress=False)
+        train_method("sft", config, data_dir, run, progress=False)
     monkeypatch.setattr(BatchIterator, "__next__", original_next)
 
 
 def test_killed_run_resumes_to_the_uninterrupted_metrics(tmp_path, data_dir, config, monkeypatch):
-    train_sft(config, data_dir, tmp_path / "straight", progress=False)
+    train_method("sft", config, data_dir, tmp_path / "straight", progress=False)
     expected = MetricsLog(tmp_path / "straight").read()
 
     _crash_at_step_11(config, data_dir, tmp_path / "crashed", monkeypatch)
@@ -70,7 +71,7 @@ def test_killed_run_resumes_to_the_uninterrupted_metrics(tmp_path, data_dir, con
     assert max(logged) == 10 and not (tmp_path / "crashed" / "hf").exists()
     assert sorted(p.name for p in (tmp_path / "crashed" / "checkpoints").iterdir()) == ["4", "8"]
 
-    summary = train_sft(config, data_dir, tmp_path / "crashed", progress=False)
+    summary = train_method("sft", config, data_dir, tmp_path / "crashed", progress=False)
     assert summary["resumed_from"] == 8
     resumed = MetricsLog(tmp_path / "crashed").read()
     assert _without_timing(resumed) == _without_timing(expected)  # no duplicated step lines
@@ -88,14 +89,14 @@ def test_a_damaged_latest_checkpoint_is_set_aside_and_the_run_resumes_before_it(
     """A crash after checkpoint 8 with checkpoint 8 damaged on disk: the rerun moves it to
     checkpoints-damaged/, says so in one line, resumes from checkpoint 4 and ends with the
     uninterrupted run's weights."""
-    train_sft(config, data_dir, tmp_path / "straight", progress=False)
+    train_method("sft", config, data_dir, tmp_path / "straight", progress=False)
     _crash_at_step_11(config, data_dir, tmp_path / "run", monkeypatch)
     model_item = tmp_path / "run" / "checkpoints" / "8" / "model"
     for path in model_item.rglob("*"):
         if path.is_file():
             path.write_bytes(b"garbage")  # every file of the model item unreadable
     capsys.readouterr()
-    summary = train_sft(config, data_dir, tmp_path / "run", progress=False)
+    summary = train_method("sft", config, data_dir, tmp_path / "run", progress=False)
     warning = capsys.readouterr().err
     assert "checkpoint 8 cannot be read" in warning and "resuming from the one before" in warning
     assert summary["resumed_from"] == 4
@@ -108,18 +109,21 @@ def test_a_damaged_latest_checkpoint_is_set_aside_and_the_run_resumes_before_it(
 
 def test_resume_refuses_a_different_config(tmp_path, data_dir, config):
     short = SFTConfig(**{**config.to_dict(), "steps": 4, "save_interval": 2})
-    train_sft(short, data_dir, tmp_path / "run", progress=False)
+    train_method("sft", short, data_dir, tmp_path / "run", progress=False)
     changed = SFTConfig(**{**short.to_dict(), "learning_rate": 1e-2})
-    with pytest.raises(ValueError, match=r"sft\.learning_rate 0\.003 -> 0\.01"):
-        train_sft(changed, data_dir, tmp_path / "run", progress=False)
+    with pytest.raises(ValueError, match=r"--learning-rate 0\.003 -> 0\.01"):
+        train_method("sft", changed, data_dir, tmp_path / "run", progress=False)
     # What a run logs and keeps may change on a resume (here: a finished run, nothing to do).
     bookkeeping = {"log_interval": 2, "eval_interval": 0, "save_interval": 1, "keep_checkpoints": 3}
     relogged = SFTConfig(**{**short.to_dict(), **bookkeeping})
-    assert train_sft(relogged, data_dir, tmp_path / "run", progress=False)["resumed_from"] == 4
+    assert (
+        train_method("sft", relogged, data_dir, tmp_path / "run", progress=False)["resumed_from"]
+        == 4
+    )
     (tmp_path / "other").mkdir()
     (tmp_path / "other" / "notes.txt").write_text("mine")
     with pytest.raises(ValueError, match="not a run folder"):
-        train_sft(short, data_dir, tmp_path / "other", progress=False)
+        train_method("sft", short, data_dir, tmp_path / "other", progress=False)
     # A broken run folder is reported, never trained over.
     shutil.copytree(tmp_path / "run", tmp_path / "broken")
     for step in (tmp_path / "broken" / "checkpoints").iterdir():
@@ -160,5 +164,5 @@ def test_runs_written_before_a_new_field_resume_only_with_its_old_behaviour(tmp_
     run.mkdir()
     write_json_atomic(run / "config.json", {"kind": RUN_KIND, "model": {}, "sft": {"steps": 10}})
     check_same_run(run, {"sft": {"steps": 10, "pack_width": 0}})  # the old behaviour: resumes
-    with pytest.raises(ValueError, match=r"sft\.pack_width"):
+    with pytest.raises(ValueError, match=r"--pack-width"):
         check_same_run(run, {"sft": {"steps": 10, "pack_width": 128}})

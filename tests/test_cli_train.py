@@ -122,14 +122,10 @@ def test_rejected_commands_leave_nothing_that_blocks_the_corrected_one(tmp_path,
 
 
 def test_a_default_warm_up_shrinks_to_fit_a_short_run():
-    import argparse
+    from trainers.config import DPOConfig, SFTConfig
 
-    from kinrl.cli import _train_config
-    from trainers.dpo import DPOConfig
-    from trainers.sft import SFTConfig
-
-    assert _train_config(SFTConfig, argparse.Namespace(steps=5)).warmup_steps == 4
-    assert _train_config(SFTConfig, argparse.Namespace(steps=5000)).warmup_steps == 100
-    assert _train_config(DPOConfig, argparse.Namespace(steps=1)).warmup_steps == 0
+    assert SFTConfig.from_options(steps=5).warmup_steps == 4
+    assert SFTConfig.from_options(steps=5000).warmup_steps == 100
+    assert DPOConfig.from_options(steps=1).warmup_steps == 0
     with pytest.raises(ValueError, match=r"warmup_steps must be in 0\.\.steps-1"):
-        _train_config(SFTConfig, argparse.Namespace(steps=5, warmup_steps=5))  # given: kept
+        SFTConfig.from_options(steps=5, warmup_steps=5)  # given: kept

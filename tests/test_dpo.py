@@ -22,11 +22,12 @@ from hypothesis import strategies as st
 from tasks.kinship import KinshipConfig, generate_dataset
 from tasks.kinship.pairs import FeedbackConfig
 from tests.devices import run_on_cpu_devices
+from trainers.config import DPOConfig
 from trainers.data import PREFERENCE_KIND, TokenizedSplit, load_records
-from trainers.dpo import DPOConfig, dpo_method, dpo_step, preference_loss, train_dpo
-from trainers.losses import dpo_loss, ipo_loss, simpo_loss
-from trainers.model import PRESETS, GPTConfig, init_model, pure_jit
-from trainers.offline import (
+from trainers.dpo import dpo_step, preference_loss
+from trainers.engine import make_optimizer, open_run
+from trainers.engine import train as train_method
+from trainers.logprobs import (
     cached_reference_logps,
     packed_pair_logps,
     packed_reference_logps,
@@ -35,7 +36,8 @@ from trainers.offline import (
     sequence_logps,
     state_fingerprint,
 )
-from trainers.offline_run import prepare_offline
+from trainers.losses import dpo_loss, ipo_loss, simpo_loss
+from trainers.model import PRESETS, GPTConfig, init_model, pure_jit
 from trainers.preference_data import (
     PAD_SEGMENT,
     PairIterator,
@@ -46,7 +48,6 @@ from trainers.preference_data import (
     packed_width,
     tokenize_pairs,
 )
-from trainers.sft import make_optimizer
 from trainers.tokenizer import kinship_tokenizer
 
 TINY = GPTConfig(vocab_size=1056, n_positions=128, n_embd=32, n_layer=2, n_head=2)
@@ -233,19 +234,24 @@ def tiny_preset(monkeypatch):
 def test_stored_reference_logps_equal_a_fresh_reference_forward(data_dir, tmp_path, tiny_preset):
     config = DPOConfig(preset=tiny_preset, steps=1, batch_size=4, warmup_steps=0,
                        reference_batch_size=64)  # fmt: skip
-    setup = prepare_offline(dpo_method(config), config, data_dir, tmp_path / "run")
+    setup = open_run("dpo", config, data_dir, tmp_path / "run", progress=False)
     stored = np.load(tmp_path / "run" / "reference_logps.npz")["train"]
-    np.testing.assert_array_equal(stored, setup.references["train"])
-    sequences = setup.train.sequences
-    graphdef, state = nnx.split(setup.model)
+    np.testing.assert_array_equal(stored, setup.prepared.data["references"]["train"])
+    sequences = setup.prepared.data["train"].sequences
+    graphdef, state = nnx.split(setup.setup.model)
     forward = pure_jit(sequence_logps)
-    for i in (0, 7, len(setup.train) + 3, len(sequences) - 1):  # chosen and rejected rows
+    for i in (
+        0,
+        7,
+        len(setup.prepared.data["train"]) + 3,
+        len(sequences) - 1,
+    ):  # chosen and rejected rows
         tokens = jnp.asarray(sequences.tokens[i])[None]  # unpadded, alone in its batch
         mask = jnp.zeros_like(tokens, jnp.float32).at[0, sequences.prompt_lengths[i] :].set(1.0)
         fresh, _ = forward(graphdef, state, tokens, jnp.ones_like(tokens), mask)
         np.testing.assert_allclose(stored[i], fresh[0], rtol=1e-5, atol=1e-4)
-    again = prepare_offline(dpo_method(config), config, data_dir, tmp_path / "run")
-    assert again.reference_seconds < setup.reference_seconds  # read from the cache
+    again = open_run("dpo", config, data_dir, tmp_path / "run", progress=False)
+    assert again.prepare_seconds < setup.prepare_seconds  # read from the cache
 
 
 _jitted_pair_logps = pure_jit(pair_logps)
@@ -324,7 +330,7 @@ def test_wrong_data_kind_is_refused(tmp_path):
     generate_dataset(examples, KinshipConfig.for_level(1), 20, seed=1, progress=False)
     config = DPOConfig(steps=1, warmup_steps=0)
     with pytest.raises(ValueError, match="expected 'kinship/preference'"):
-        prepare_offline(dpo_method(config), config, examples, tmp_path / "run")
+        open_run("dpo", config, examples, tmp_path / "run")
 
 
 def test_tiny_run_raises_held_out_reward_accuracy(data_dir, tmp_path, nano64):
@@ -332,7 +338,7 @@ def test_tiny_run_raises_held_out_reward_accuracy(data_dir, tmp_path, nano64):
     rejected well above chance (at step 0 policy = reference, so every margin is 0)."""
     config = DPOConfig(preset=nano64, steps=40, batch_size=8, learning_rate=2e-3, warmup_steps=4,
                        beta=0.1, eval_interval=0, log_interval=10)  # fmt: skip
-    summary = train_dpo(config, data_dir, tmp_path / "run", progress=False)
+    summary = train_method("dpo", config, data_dir, tmp_path / "run", progress=False)
     assert summary["eval/rewards/accuracies"] >= 0.7, summary
     assert summary["eval/rewards/margins"] > 0.0
     lines = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
@@ -352,10 +358,10 @@ def test_a_crashed_run_resumes_with_the_same_metrics(data_dir, tmp_path, monkeyp
         lines = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
         return [x for x in lines if "train/loss" in x]
 
-    train_dpo(config, data_dir, run, progress=False)
+    train_method("dpo", config, data_dir, run, progress=False)
     full = train_lines()
     shutil.rmtree(run / "checkpoints" / "4")  # as if killed after checkpoint 2 was written
-    summary = train_dpo(config, data_dir, run, progress=False)
+    summary = train_method("dpo", config, data_dir, run, progress=False)
     assert summary["resumed_from"] == 2
     resumed = train_lines()
     assert [x["step"] for x in resumed] == [1, 2, 3, 4]  # steps 3-4 replaced, not duplicated
@@ -367,9 +373,10 @@ SHARDED_SCRIPT = """
 import functools, json, sys
 import jax, numpy as np, optax
 from flax import nnx
-from trainers.dpo import DPOConfig, dpo_step
+from trainers.config import DPOConfig
+from trainers.dpo import dpo_step
 from trainers.model import GPTConfig, init_model
-from trainers.offline_run import pair_batch_sharding
+from trainers.preference import pair_batch_sharding
 from trainers.data import PREFERENCE_KIND, load_records
 from trainers.preference_data import make_packed_pair_batch, tokenize_pairs
 from trainers.sharding import make_mesh, put_global, replicated

@@ -16,12 +16,13 @@ from flax import nnx
 
 from tasks.kinship import KinshipConfig, generate_dataset
 from tasks.kinship.pairs import FeedbackConfig
-from trainers.checkpoint import Checkpoints
+from trainers.config import KTOConfig
 from trainers.data import FEEDBACK_KIND, load_records
-from trainers.kto import KTOConfig, kl_estimate, kto_method, prepare_kto, train_kto
+from trainers.engine import open_run
+from trainers.engine import train as train_method
+from trainers.kto import kl_estimate
+from trainers.logprobs import sequence_logps
 from trainers.model import PRESETS, GPTConfig, init_model
-from trainers.offline import sequence_logps
-from trainers.offline_run import evaluate_pairs, place
 from trainers.preference_data import (
     eval_pair_batches,
     kl_partners,
@@ -119,19 +120,16 @@ def test_held_out_z_is_one_estimate_over_every_real_example(data_dir, tmp_path):
     mismatched log-ratio over all held-out examples, not per batch, and the copies filling up
     the last batch count nowhere."""
     config = KTOConfig(preset="nano", steps=1, warmup_steps=0, batch_size=8, eval_examples=21)
-    setup = prepare_kto(config, data_dir, tmp_path / "run")
-    method = kto_method(config)
-    checkpoints = Checkpoints(tmp_path / "run")
-    placed = place(method, config, setup.model, setup.mesh, checkpoints)
+    run = open_run("kto", config, data_dir, tmp_path / "run", progress=False)
+    validation = run.prepared.data["validation"]
     # References moved off the policy, so every batch's own z would differ.
-    n = len(setup.validation)
+    n = len(validation)
     shift = np.random.default_rng(0).normal(-2.0, 3.0, 2 * n).astype(np.float32)
-    refs = setup.references["validation"] + shift
+    refs = run.prepared.data["references"]["validation"] + shift
     summaries = []
     for batch_size in (8, 5, 21):
-        batches = eval_pair_batches(setup.validation, refs, batch_size, 0, 128)
-        summaries.append(evaluate_pairs(method, placed, placed.state, batches, setup.mesh))
-    checkpoints.close()
+        batches = eval_pair_batches(validation, refs, batch_size, 0, 128)
+        summaries.append(run.evaluate(held_out=batches))
     for other in summaries[1:]:
         for key in ("loss", "kl", "rewards/margins", "kl_log_ratio"):
             assert other[key] == pytest.approx(summaries[0][key], rel=1e-5, abs=1e-6), key
@@ -146,7 +144,7 @@ def test_tiny_run_on_one_to_four_data(data_dir, tmp_path, nano64):
     paper's balance): held-out desirable completions end with the higher implicit reward."""
     config = KTOConfig(preset=nano64, steps=50, batch_size=16, learning_rate=3e-4, warmup_steps=4,
                        desirable_weight=4.0, eval_interval=0)  # fmt: skip
-    summary = train_kto(config, data_dir, tmp_path / "run", progress=False)
+    summary = train_method("kto", config, data_dir, tmp_path / "run", progress=False)
     n_d, n_u = summary["data/desirable"], summary["data/undesirable"]
     assert 3.0 < n_u / n_d < 5.5, (n_d, n_u)  # 1:4 up to sampling noise
     assert 0.75 <= summary["data/weighted_ratio"] <= 1.4

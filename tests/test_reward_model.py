@@ -17,7 +17,9 @@ from flax import nnx
 from tasks.kinship import KinshipConfig, generate_dataset
 from tasks.kinship.pairs import FeedbackConfig
 from trainers.checkpoint import load_run
+from trainers.config import RewardModelConfig
 from trainers.data import PREFERENCE_KIND, load_records
+from trainers.engine import train as train_method
 from trainers.model import PRESETS, GPTConfig, init_model
 from trainers.preference_data import (
     make_packed_pair_batch,
@@ -25,14 +27,12 @@ from trainers.preference_data import (
     tokenize_pairs,
 )
 from trainers.reward_model import (
-    RewardModelConfig,
     expected_calibration_error,
     mean_reference_reward,
     packed_pair_rewards,
     pair_rewards,
     read_reward_offset,
     sequence_rewards,
-    train_reward_model,
     with_value_head,
 )
 
@@ -131,7 +131,7 @@ def test_tiny_run_reports_accuracy_calibration_and_offset(data_dir, tmp_path, na
     config = RewardModelConfig(preset=nano64, steps=40, batch_size=8, learning_rate=1e-3,
                                warmup_steps=4, eval_interval=0, offset_examples=64)  # fmt: skip
     run = tmp_path / "rm"
-    summary = train_reward_model(config, data_dir, run, progress=False)
+    summary = train_method("rm", config, data_dir, run, progress=False)
     assert summary["eval/rewards/accuracies"] > 0.6, summary  # 60 held-out pairs
     assert 0.0 <= summary["eval/calibration_error"] <= 0.5
     lines = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]

@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 
 from tasks.kinship import KinshipConfig, generate_dataset
 from trainers.checkpoint import load_run
+from trainers.config import SFTConfig
 from trainers.data import (
     BatchIterator,
     bucket_length,
@@ -29,9 +30,11 @@ from trainers.data import (
     read_data_config,
     tokenize_examples,
 )
+from trainers.engine import init_from, make_optimizer
+from trainers.engine import train as train_method
 from trainers.hf import from_hf
 from trainers.model import PRESETS, GPTConfig, forward, init_model, segment_positions
-from trainers.sft import SFTConfig, init_from, make_optimizer, train_sft, train_step
+from trainers.sft import sft_step
 from trainers.tokenizer import kinship_tokenizer
 
 TINY = GPTConfig(vocab_size=1, n_positions=64, n_embd=32, n_layer=2, n_head=2)
@@ -141,7 +144,7 @@ def _split_model(seed: int = 0, **overrides):
 
 def _step(config: SFTConfig, state, batch, optimizer=None, graphdef=None):
     optimizer = optimizer or make_optimizer(config)
-    step = jax.jit(train_step, static_argnums=0, static_argnames="optimizer")
+    step = jax.jit(sft_step, static_argnums=0, static_argnames="optimizer")
     graphdef = graphdef or _split_model()[0]
     opt_state = optimizer.init(state)
     return step(graphdef, state, opt_state, jax.tree.map(jnp.asarray, batch), optimizer=optimizer)
@@ -258,7 +261,7 @@ def test_packed_step_equals_one_sequence_per_row(train_data, optimizer):
     packed = make_packed_batch(train_data, np.arange(12), width=128, **common)
     a, _, ma = _step(config, jax.tree.map(jnp.copy, state), plain, tx)
     b, _, mb = _step(config, jax.tree.map(jnp.copy, state), packed, tx)
-    for key in ("loss", "grad_norm", "tokens"):
+    for key in ("loss", "grad_norm", "loss_tokens"):
         np.testing.assert_allclose(ma[key], mb[key], rtol=1e-5)
     lr = SFTConfig().learning_rate
     for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
@@ -277,7 +280,7 @@ def test_batch_8_by_1_equals_batch_1_by_8(train_data, optimizer):
         batch = make_batch(train_data, np.arange(8), grad_accum=accum, pad_id=0, max_length=64)
         results.append(_step(config, jax.tree.map(jnp.copy, state), batch, tx))
     (state_a, _, metrics_a), (state_b, _, metrics_b) = results
-    for key in ("loss", "grad_norm", "tokens"):
+    for key in ("loss", "grad_norm", "loss_tokens"):
         np.testing.assert_allclose(metrics_a[key], metrics_b[key], rtol=1e-5)
     leaves = zip(jax.tree.leaves(state_a), jax.tree.leaves(state_b), before, strict=True)
     for a, b, old in leaves:
@@ -321,7 +324,7 @@ def test_tiny_sft_run_learns_and_exports(tmp_path, data_dir, tiny_preset):
         preset=tiny_preset, steps=60, batch_size=16, learning_rate=1e-2, warmup_steps=5,
         log_interval=10, eval_interval=30, eval_examples=32, save_interval=30,
     )  # fmt: skip
-    summary = train_sft(config, data_dir, tmp_path / "run", progress=False)
+    summary = train_method("sft", config, data_dir, tmp_path / "run", progress=False)
     lines = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").open()]
     train = [line for line in lines if "train/loss" in line]
     assert [line["step"] for line in train] == list(range(1, 61))

@@ -43,7 +43,8 @@ SCRIPT = textwrap.dedent(
     from tasks.kinship import KinshipConfig, generate_dataset
     from trainers.checkpoint import Checkpoints, MetricsLog
     from trainers.model import PRESETS, GPTConfig
-    from trainers.sft import SFTConfig, open_run, place, run_sft
+    from trainers.config import SFTConfig
+    from trainers.engine import open_run
     from trainers.sharding import make_mesh
 
     out = sys.argv[1]
@@ -58,12 +59,13 @@ SCRIPT = textwrap.dedent(
     }
     report = {}
     for name, (config, mesh) in runs.items():
-        setup = open_run(config, out + "/data", out + "/" + name)
-        placed = place(config, setup.model, Checkpoints(out + "/probe-" + name), mesh)
-        specs = {json.dumps(list(leaf.sharding.spec)) for leaf in jax.tree.leaves(placed.state)}
+        run = open_run("sft", config, out + "/data", out + "/" + name, progress=False, mesh=mesh)
+        _, placed, _ = run.initial_state(Checkpoints(out + "/probe-" + name))
+        leaves = jax.tree.leaves(placed.params)
+        specs = {json.dumps(list(leaf.sharding.spec)) for leaf in leaves}
         report[name + "_specs"] = sorted(specs)
         report[name + "_mesh"] = dict(mesh.shape)
-        run_sft(config, setup, mesh, out + "/" + name, progress=False)
+        run.train()
         report[name + "_metrics"] = MetricsLog(out + "/" + name).read()
     a = load_file(out + "/single/hf/model.safetensors")
     b = load_file(out + "/sharded/hf/model.safetensors")

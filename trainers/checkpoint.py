@@ -102,25 +102,26 @@ BOOKKEEPING = frozenset({"log_interval", "eval_interval", "save_interval", "keep
 
 
 def check_same_run(run_dir: str | Path, record: dict[str, Any]) -> None:
-    """ValueError naming the fields (with their stored and new values) where `run_dir`'s
-    config.json differs from `record`; the `BOOKKEEPING` options may differ."""
+    """ValueError naming the options where `run_dir`'s config.json differs from `record` (a
+    run's config: its method, the method's fields, data and init); the `BOOKKEEPING` options
+    may differ."""
     stored = read_run_config(run_dir)
     differing = []
     for key, value in record.items():
         old = stored.get(key)
         if isinstance(value, dict) and isinstance(old, dict):
             differing += [
-                f"{key}.{k} {old.get(k, LEGACY_DEFAULTS.get(k))!r} -> {value[k]!r}"
+                f"--{k.replace('_', '-')} {old.get(k, LEGACY_DEFAULTS.get(k))!r} -> {value[k]!r}"
                 for k in value
                 if k not in BOOKKEEPING and old.get(k, LEGACY_DEFAULTS.get(k)) != value[k]
             ]
-        elif old != value:
-            differing.append(f"{key} {old!r} -> {value!r}")
+        elif old != value:  # data and init are paths (long): named, not shown
+            differing.append(f"--{key}" if key in ("data", "init") else f"the {key}")
     if differing:
-        raise ValueError(
-            f"{run_dir} holds another run ({'; '.join(differing)}); use a new --out, or the "
-            "same options to resume it"
-        )
+        shown = "; ".join(d if len(d) <= 40 else d.split(" ")[0] for d in differing[:4])
+        shown += f" and {len(differing) - 4} more" if len(differing) > 4 else ""
+        raise ValueError(f"{run_dir} holds another run ({shown}); use a new --out, or the same "
+                         "options to resume it")  # fmt: skip
 
 
 def _first_line(error: Exception, limit: int = 200) -> str:
@@ -228,6 +229,14 @@ def load_run(run_dir: str | Path, step: int | None = None) -> tuple[GPT, GPTConf
     finally:
         checkpoints.close()
     return nnx.merge(graphdef, state), cfg, tokenizer
+
+
+def load_policy(run_dir: str | Path, step: int | None = None) -> tuple[GPT, GPTConfig, Any]:
+    """`load_run` of a policy (a language model to decode); ValueError for a reward model."""
+    if model_config_of(read_run_config(run_dir)).value_head:
+        raise ValueError(f"{run_dir} is a reward model (it has a value head), not a policy to "
+                         "decode; give a policy run (sft, dpo, kto)")  # fmt: skip
+    return load_run(run_dir, step)
 
 
 class MetricsLog:

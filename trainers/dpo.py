@@ -1,6 +1,6 @@
 """The DPO family on preference pairs: one trainer, the loss chosen by name.
 
-    train_dpo(DPOConfig(loss="ipo", beta=0.5), "data/pairs", "runs/ipo", init="runs/sft")
+    train("dpo", DPOConfig(loss="ipo", beta=0.5), "data/pairs", "runs/ipo", init="runs/sft")
 
 Losses (`trainers.losses.DPO_LOSSES`): `sigmoid` (DPO), `cdpo` (label-smoothed), `robust`
 (unbiased under label noise), `hinge`, `ipo` and `simpo`. What each sees:
@@ -10,8 +10,9 @@ Losses (`trainers.losses.DPO_LOSSES`): `sigmoid` (DPO), `cdpo` (label-smoothed),
 * simpo: per-token-mean (length-normalised) policy log-probs and no reference at all.
 
 The reference is the initial policy: its log-probs are computed once before training and
-cached in the run folder (`trainers.offline`), so training holds one model. Chosen and
-rejected sequences go through the model in one concatenated (2B, T) batch.
+cached in the run folder (`trainers/preference.py`), so training holds one model. Both
+sequences of a pair go through the model in one forward: packed (the prompt once, then both
+completions; the default) or as one concatenated (2B, T) batch (`--no-pack-pairs`).
 
 Metrics (train and held-out): `rewards/chosen`, `rewards/rejected`, `rewards/margins`,
 `rewards/accuracies` (the implicit rewards, as the losses define them), `logps/chosen`,
@@ -21,8 +22,6 @@ Metrics (train and held-out): `rewards/chosen`, `rewards/rejected`, `rewards/mar
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import jax
@@ -30,49 +29,23 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
-from tasks.fields import documented
-from trainers.data import PREFERENCE_KIND
-from trainers.losses import DPO_LOSSES
-from trainers.offline import (
-    PACK_PAIRS_HELP,
+from tasks.registry import PREFERENCE_KIND
+from trainers.config import DPOConfig
+from trainers.engine import (
+    Method,
     Metrics,
-    OfflineConfig,
+    Prepared,
+    Setup,
     accumulate_gradients,
     apply_gradients,
-    micro_pair_logps,
-    require,
-    require_number,
+    per_example_means,
 )
-from trainers.offline_run import Method, OfflineSetup, prepare_offline, run_offline
+from trainers.logprobs import micro_pair_logps
+from trainers.losses import DPO_LOSSES
+from trainers.preference import prepare_pairs
 from trainers.preference_data import PackedPairBatch, PairBatch
 
 PER_TOKEN_MEAN_LOSSES = ("ipo", "simpo")
-
-
-@dataclass(frozen=True)
-class DPOConfig(OfflineConfig):
-    """Hyper-parameters of a DPO-family run; every field is a `kinrl train dpo` option."""
-
-    loss: str = documented(f"preference loss: {', '.join(DPO_LOSSES)}", default="sigmoid")
-    beta: float = documented("inverse temperature (IPO: tau; SimPO: reward scale), > 0",
-                             default=0.1)  # fmt: skip
-    label_smoothing: float = documented(
-        "assumed label-flip rate (cdpo: 0..0.5, robust: 0..<0.5; 0 for the others)", default=0.0
-    )
-    gamma: float = documented("SimPO target reward margin, >= 0", default=0.5)
-    pack_pairs: bool = documented(PACK_PAIRS_HELP, default=True)
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        require(isinstance(self.pack_pairs, bool), "pack_pairs", "true or false", self.pack_pairs)
-        require(self.loss in DPO_LOSSES, "loss", f"one of {', '.join(DPO_LOSSES)}", self.loss)
-        require_number(self, "beta", lambda v: v > 0, "a number > 0")
-        require_number(self, "gamma", lambda v: v >= 0, "a number >= 0")
-        smoothing = {
-            "cdpo": (lambda v: 0 <= v <= 0.5, "in 0..0.5 for loss cdpo"),
-            "robust": (lambda v: 0 <= v < 0.5, "in [0, 0.5) for loss robust"),
-        }.get(self.loss, (lambda v: v == 0, "0 unless loss is cdpo or robust"))
-        require_number(self, "label_smoothing", *smoothing)
 
 
 def preference_loss(
@@ -104,77 +77,50 @@ def dpo_example_loss(
 
 def dpo_step(
     graphdef: nnx.GraphDef,
-    state: nnx.State,
+    params: nnx.State,
     opt_state: optax.OptState,
     batch: PairBatch | PackedPairBatch,
+    key: jax.Array | None = None,
     *,
-    optimizer: optax.GradientTransformation,
     config: DPOConfig,
+    optimizer: optax.GradientTransformation,
 ) -> tuple[nnx.State, optax.OptState, Metrics]:
     """One optimizer step on a batch of pairs (either layout) with cached reference log-probs
-    (A, 2, B). Pure; jit once with `graphdef` static and state donated."""
+    (A, 2, B). Pure; the engine jits it once with `graphdef` static and the state donated."""
+    del key  # deterministic
     example_loss = functools.partial(dpo_example_loss, config)
-    grads, metrics = accumulate_gradients(graphdef, state, batch, example_loss)
-    state, opt_state = apply_gradients(state, opt_state, grads, optimizer)
-    return state, opt_state, metrics
+    grads, metrics = accumulate_gradients(graphdef, params, batch, example_loss,
+                                          batch.labels.shape)  # fmt: skip
+    params, opt_state = apply_gradients(params, opt_state, grads, optimizer)
+    return params, opt_state, metrics
 
 
 def dpo_eval_step(
     graphdef: nnx.GraphDef,
-    state: nnx.State,
+    params: nnx.State,
     batch: PairBatch | PackedPairBatch,
     *,
     config: DPOConfig,
 ) -> Metrics:
     """Per-pair held-out metrics (B,) of a one-micro-batch batch, `loss` included."""
     micro = jax.tree.map(lambda x: x[0], batch)
-    loss, metrics = dpo_example_loss(config, nnx.merge(graphdef, state), micro)
+    loss, metrics = dpo_example_loss(config, nnx.merge(graphdef, params), micro)
     return {**metrics, "loss": loss}
 
 
-def dpo_method(config: DPOConfig) -> Method:
-    """The DPO pieces the offline run loop needs (a reference, steps, no summary extras)."""
-    return Method(
-        name="dpo",
-        data_kind=PREFERENCE_KIND,
-        needs_reference=config.loss != "simpo",
-        step=functools.partial(dpo_step, config=config),
-        eval_step=functools.partial(dpo_eval_step, config=config),
-        packed=config.pack_pairs,
-    )
+def prepare(setup: Setup) -> Prepared:
+    config = setup.config
+    return prepare_pairs(setup, data_kind=PREFERENCE_KIND, packed=config.pack_pairs,
+                         needs_reference=config.loss != "simpo")  # fmt: skip
 
 
-def prepare_dpo(
-    config: DPOConfig,
-    data_dir: str | Path,
-    run_dir: str | Path,
-    init: str | None = None,
-    *,
-    progress: bool = False,
-) -> OfflineSetup:
-    """Every check of the user's input (ValueError), the run folder, the data and the cached
-    reference log-probs."""
-    return prepare_offline(dpo_method(config), config, data_dir, run_dir, init, progress=progress)
-
-
-def run_dpo(
-    config: DPOConfig, setup: OfflineSetup, run_dir: str | Path, *, progress: bool = True
-) -> dict[str, Any]:
-    """Train from the latest checkpoint (or the start) to `config.steps`; export to RUN/hf."""
-    return run_offline(dpo_method(config), config, setup, run_dir, progress=progress)
-
-
-def train_dpo(
-    config: DPOConfig,
-    data_dir: str | Path,
-    run_dir: str | Path,
-    init: str | None = None,
-    *,
-    progress: bool = True,
-) -> dict[str, Any]:
-    """Train on the `train` split of a `kinrl generate --kind preference` folder, evaluating on
-    `validation`; resume if `run_dir` holds a crashed run of this config. `init`: a run
-    folder or HF GPT-2 folder / name (default a fresh `config.preset` model). Returns the
-    last train and held-out metrics."""
-    setup = prepare_dpo(config, data_dir, run_dir, init, progress=progress)
-    return run_dpo(config, setup, run_dir, progress=progress)
+METHOD = Method(
+    name="dpo",
+    config_class=DPOConfig,
+    data_kind=PREFERENCE_KIND,
+    description="the DPO family on preference pairs (--loss sigmoid|cdpo|robust|hinge|ipo|simpo)",
+    prepare=prepare,
+    step=dpo_step,
+    eval_step=dpo_eval_step,
+    evaluate=per_example_means,
+)

@@ -16,7 +16,6 @@ matters at this size); split once with `graphdef, state = nnx.split(model)` and 
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import math
 from collections import OrderedDict
@@ -27,80 +26,8 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-_ALLOWED_DTYPES = ("float32", "bfloat16", "float16")
-
-
-@dataclasses.dataclass(frozen=True)
-class GPTConfig:
-    """Hyper-parameters of a GPT-2 model. Frozen (hashable) so it can be a static jit argument.
-
-    `dtype` is the compute dtype (activations, matmuls); `param_dtype` is the storage dtype of
-    the weights. `remat` recomputes each block's activations in the backward pass (saves memory,
-    costs ~30% more compute) on GPU and TPU; XLA:CPU drops the optimisation barriers that keep
-    the recomputation apart and folds it back into the forward pass (same buffers, measured).
-    `value_head` adds a scalar head on the final hidden states.
-    """
-
-    vocab_size: int
-    n_positions: int
-    n_embd: int
-    n_layer: int
-    n_head: int
-    layer_norm_epsilon: float = 1e-5
-    dtype: str = "float32"
-    param_dtype: str = "float32"
-    remat: bool = False
-    value_head: bool = False
-
-    def __post_init__(self) -> None:
-        for name in ("vocab_size", "n_positions", "n_embd", "n_layer", "n_head"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-                raise ValueError(f"GPTConfig.{name} must be a positive int, got {value!r}")
-        if self.n_embd % self.n_head != 0:
-            raise ValueError(
-                f"GPTConfig.n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head})"
-            )
-        if not self.layer_norm_epsilon > 0:
-            raise ValueError(
-                f"GPTConfig.layer_norm_epsilon must be > 0, got {self.layer_norm_epsilon!r}"
-            )
-        for name in ("dtype", "param_dtype"):
-            # Accept jnp.float32 / np.dtype / "float32", store the canonical name (hashable, JSON).
-            value = getattr(self, name)
-            try:
-                canonical = jnp.dtype(value).name
-            except TypeError:
-                canonical = None
-            if canonical not in _ALLOWED_DTYPES:
-                raise ValueError(
-                    f"GPTConfig.{name} must be one of {_ALLOWED_DTYPES}, got {value!r}"
-                )
-            object.__setattr__(self, name, canonical)
-        for name in ("remat", "value_head"):
-            if not isinstance(getattr(self, name), bool):
-                raise ValueError(f"GPTConfig.{name} must be a bool, got {getattr(self, name)!r}")
-
-    @property
-    def head_dim(self) -> int:
-        return self.n_embd // self.n_head
-
-    @property
-    def compute_dtype(self) -> jnp.dtype:
-        return jnp.dtype(self.dtype)
-
-    @property
-    def weight_dtype(self) -> jnp.dtype:
-        return jnp.dtype(self.param_dtype)
-
-
-# vocab_size here is a placeholder: callers replace it with their tokenizer's size via
-# dataclasses.replace(PRESETS["nano"], vocab_size=len(tokenizer)).
-PRESETS: dict[str, GPTConfig] = {
-    "nano": GPTConfig(vocab_size=1024, n_positions=256, n_embd=128, n_layer=4, n_head=4),
-    "small": GPTConfig(vocab_size=1024, n_positions=512, n_embd=384, n_layer=6, n_head=6),
-    "gpt2": GPTConfig(vocab_size=50257, n_positions=1024, n_embd=768, n_layer=12, n_head=12),
-}
+from trainers.config import PRESETS as PRESETS  # the model's shapes, re-exported
+from trainers.config import GPTConfig
 
 
 class KVCache(NamedTuple):
@@ -324,7 +251,7 @@ class GPT(nnx.Module):
 
         `attend` (B, T, T) bool, True where query slot i may see key slot j, replaces the
         causal-and-padding mask (with explicit `positions`): several sequences packed in one
-        row, e.g. a shared prompt followed by two completions (`trainers.offline`)."""
+        row, e.g. a shared prompt followed by two completions (`trainers.logprobs`)."""
         B, T = input_ids.shape
         if attention_mask is None:
             attention_mask = jnp.ones((B, T), dtype=bool)

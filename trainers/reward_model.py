@@ -1,6 +1,6 @@
 """Reward model: the GPT trunk with a scalar value head, trained with the Bradley-Terry loss.
 
-    train_reward_model(RewardModelConfig(), "data/pairs", "runs/rm", init="runs/sft")
+    train("rm", RewardModelConfig(), "data/pairs", "runs/rm", init="runs/sft")
 
 The reward of a sequence `prompt + completion + EOS` is the value head read at its last real
 token (the EOS that closes the completion). Both sequences of a pair go through the trunk in
@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -30,52 +29,26 @@ import numpy as np
 import optax
 from flax import nnx
 
-from tasks.fields import documented
+from tasks.registry import PREFERENCE_KIND
 from trainers.checkpoint import load_run, write_json_atomic
-from trainers.data import (
-    PREFERENCE_KIND,
-    fixed_size_chunks,
-    load_records,
-    make_batch,
-    tokenize_examples,
-)
-from trainers.losses import bradley_terry_loss
-from trainers.model import GPT, GPTConfig, init_model, pure_jit
-from trainers.offline import (
-    PACK_PAIRS_HELP,
+from trainers.config import RewardModelConfig
+from trainers.data import fixed_size_chunks, load_records, make_batch, tokenize_examples
+from trainers.engine import (
+    Method,
     Metrics,
-    OfflineConfig,
+    Prepared,
+    Setup,
     accumulate_gradients,
     apply_gradients,
-    packed_hidden,
-    require,
-    require_int,
+    concatenate,
 )
-from trainers.offline_run import Method, OfflineSetup, prepare_offline, run_offline
-from trainers.preference_data import (
-    PackedPairBatch,
-    PairBatch,
-)
+from trainers.logprobs import packed_hidden
+from trainers.losses import bradley_terry_loss
+from trainers.model import GPT, GPTConfig, init_model, pure_jit
+from trainers.preference import prepare_pairs
+from trainers.preference_data import PackedPairBatch, PairBatch
 
 OFFSET_FILE = "reward_offset.json"
-
-
-@dataclass(frozen=True)
-class RewardModelConfig(OfflineConfig):
-    """Hyper-parameters of a reward-model run; every field is a `kinrl train rm` option."""
-
-    offset_examples: int = documented(
-        "reference completions whose mean reward becomes the offset, >= 1", default=512
-    )
-    calibration_bins: int = documented("confidence bins of the calibration error, >= 1",
-                                       default=10)  # fmt: skip
-    pack_pairs: bool = documented(PACK_PAIRS_HELP, default=True)
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        require(isinstance(self.pack_pairs, bool), "pack_pairs", "true or false", self.pack_pairs)
-        require_int(self, "offset_examples", 1)
-        require_int(self, "calibration_bins", 1)
 
 
 def with_value_head(model: GPT, cfg: GPTConfig, seed: int) -> tuple[GPT, GPTConfig]:
@@ -129,24 +102,33 @@ def reward_example_loss(
 
 def reward_model_step(
     graphdef: nnx.GraphDef,
-    state: nnx.State,
+    params: nnx.State,
     opt_state: optax.OptState,
     batch: PairBatch | PackedPairBatch,
+    key: jax.Array | None = None,
     *,
+    config: RewardModelConfig | None = None,
     optimizer: optax.GradientTransformation,
 ) -> tuple[nnx.State, optax.OptState, Metrics]:
     """One optimizer step on a batch of pairs (either layout). Pure; jit once, state donated."""
-    grads, metrics = accumulate_gradients(graphdef, state, batch, reward_example_loss)
-    state, opt_state = apply_gradients(state, opt_state, grads, optimizer)
-    return state, opt_state, metrics
+    del key, config
+    grads, metrics = accumulate_gradients(graphdef, params, batch, reward_example_loss,
+                                          batch.labels.shape)  # fmt: skip
+    params, opt_state = apply_gradients(params, opt_state, grads, optimizer)
+    return params, opt_state, metrics
 
 
 def reward_model_eval_step(
-    graphdef: nnx.GraphDef, state: nnx.State, batch: PairBatch | PackedPairBatch
+    graphdef: nnx.GraphDef,
+    params: nnx.State,
+    batch: PairBatch | PackedPairBatch,
+    *,
+    config: RewardModelConfig | None = None,
 ) -> Metrics:
     """Per-pair held-out metrics (B,) of a one-micro-batch batch, `loss` included."""
+    del config
     micro = jax.tree.map(lambda x: x[0], batch)
-    loss, metrics = reward_example_loss(nnx.merge(graphdef, state), micro)
+    loss, metrics = reward_example_loss(nnx.merge(graphdef, params), micro)
     return {**metrics, "loss": loss}
 
 
@@ -165,23 +147,6 @@ def expected_calibration_error(margins: np.ndarray, bins: int = 10) -> float:
         if inside.any():
             error += inside.mean() * abs(correct[inside].mean() - confidence[inside].mean())
     return float(error)
-
-
-def reward_model_method(config: RewardModelConfig) -> Method:
-    def summarize(arrays: dict[str, np.ndarray]) -> dict[str, float]:
-        margins = arrays["rewards/margins"]
-        return {"calibration_error": expected_calibration_error(margins, config.calibration_bins)}
-
-    return Method(
-        name="rm",
-        data_kind=PREFERENCE_KIND,
-        needs_reference=False,
-        step=reward_model_step,
-        eval_step=reward_model_eval_step,
-        prepare_model=with_value_head,
-        summarize=summarize,
-        packed=config.pack_pairs,
-    )
 
 
 _rewards = pure_jit(sequence_rewards)
@@ -213,52 +178,44 @@ def read_reward_offset(run_dir: str | Path) -> float:
     return float(json.loads((Path(run_dir) / OFFSET_FILE).read_text(encoding="utf-8"))["offset"])
 
 
-def prepare_reward_model(
-    config: RewardModelConfig,
-    data_dir: str | Path,
-    run_dir: str | Path,
-    init: str | None = None,
-    *,
-    progress: bool = False,
-) -> OfflineSetup:
-    """Every check of the user's input (ValueError), the run folder (model with a value head)
-    and the data."""
-    return prepare_offline(
-        reward_model_method(config), config, data_dir, run_dir, init, progress=progress
-    )
+def evaluate(config: RewardModelConfig, outputs: list[tuple[dict[str, np.ndarray], int]]) -> dict:
+    """Held-out means of the per-pair metrics, and the calibration error of the margins."""
+    arrays = concatenate(outputs)
+    means = {key: float(np.mean(value)) for key, value in arrays.items()}
+    margins = arrays["rewards/margins"]
+    means["calibration_error"] = expected_calibration_error(margins, config.calibration_bins)
+    return means
 
 
-def run_reward_model(
-    config: RewardModelConfig,
-    setup: OfflineSetup,
-    run_dir: str | Path,
-    *,
-    progress: bool = True,
-) -> dict[str, Any]:
-    """Train to `config.steps` (resuming), export to RUN/hf, then store the reward offset
-    (mean reward of the reference completions of the first `offset_examples` train pairs)."""
-    method = reward_model_method(config)
-    summary = run_offline(method, config, setup, run_dir, progress=progress)
-    model, _, tokenizer = load_run(run_dir)
-    records = load_records(setup.data_dir, "train", PREFERENCE_KIND)
-    records = records[: config.offset_examples]
+def store_offset(setup: Setup) -> dict[str, Any]:
+    """After training: the mean reward of the reference completions of the first
+    `offset_examples` train pairs, stored as the run's offset (`RUN/reward_offset.json`)."""
+    config = setup.config
+    model, _, tokenizer = load_run(setup.run_dir)
+    records = load_records(setup.data_dir, "train", PREFERENCE_KIND)[: config.offset_examples]
     offset, count = mean_reference_reward(model, tokenizer, records)
     if jax.process_index() == 0:
         record = {"offset": offset, "examples": count, "step": config.steps}
-        write_json_atomic(Path(run_dir) / OFFSET_FILE, record)
-    return {**summary, "reward_offset": offset}
+        write_json_atomic(Path(setup.run_dir) / OFFSET_FILE, record)
+    return {"reward_offset": offset}
 
 
-def train_reward_model(
-    config: RewardModelConfig,
-    data_dir: str | Path,
-    run_dir: str | Path,
-    init: str | None = None,
-    *,
-    progress: bool = True,
-) -> dict[str, Any]:
-    """Train on the `train` split of a `kinrl generate --kind preference` folder (held-out:
-    `validation`), then store the reward offset. `init`: a run folder or HF GPT-2 folder /
-    name (default a fresh `config.preset` trunk). Returns the last metrics and the offset."""
-    setup = prepare_reward_model(config, data_dir, run_dir, init, progress=progress)
-    return run_reward_model(config, setup, run_dir, progress=progress)
+def prepare(setup: Setup) -> Prepared:
+    return prepare_pairs(setup, data_kind=PREFERENCE_KIND, packed=setup.config.pack_pairs,
+                         needs_reference=False)  # fmt: skip
+
+
+METHOD = Method(
+    name="rm",
+    config_class=RewardModelConfig,
+    data_kind=PREFERENCE_KIND,
+    description="a reward model (value head, Bradley-Terry loss) on preference pairs; stores "
+    "the reward offset",
+    prepare=prepare,
+    step=reward_model_step,
+    eval_step=reward_model_eval_step,
+    evaluate=evaluate,
+    policy=False,
+    model=with_value_head,
+    finish=store_offset,
+)

@@ -313,6 +313,8 @@ def load_tokenizer(
         fast = _load_fast(folder)
         if fast is not None:
             return fast
+    # transformers says on stderr that it found no torch: not news to a command line
+    os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
     from transformers import AutoTokenizer  # imports torch: only for folders that need it
 
     tokenizer = AutoTokenizer.from_pretrained(str(path_or_name), trust_remote_code=False)

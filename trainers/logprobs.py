@@ -1,30 +1,23 @@
-"""What the offline preference trainers (reward model, DPO family, KTO) share.
+"""Log-probabilities of completions under a model, and the cached reference log-probs.
 
-* `OfflineConfig`: the optimisation and run fields every method has (each method's config
-  subclasses it and adds its own); its optimizer is `trainers.sft.make_optimizer`.
-* Log-probs: `sequence_logps` (masked sums over completion tokens), `pair_logps`, which puts
-  both sequences of each example through the model in one (2B, T) call, and
-  `packed_pair_logps`, the same sums from packed rows (`PackedPairBatch`: the shared prompt
-  once, then both completions), which the reward model and the DPO family train on.
-* Reference log-probs, computed ONCE before training with the initial policy (which is the
-  reference) and cached in the run folder (`RUN/reference_logps.npz`), so no second model sits
-  in memory while training and a resumed run reuses them.
-* `accumulate_gradients`: the micro-batch scan inside each method's jitted `*_step`; the loss
-  of a step is the mean over all of its examples, so batch 8 x accumulation 1 and batch 1 x
-  accumulation 8 take the same step.
-
-The run loop (folders, checkpoints, metrics, resume) is in `trainers/offline_run.py`.
+* `token_losses`: next-token cross-entropy, unreduced (the negative token log-probs).
+* `sequence_logps`: summed log-probs of the masked (completion) tokens of each sequence.
+* `pair_logps`: both sequences of each pair through the model in one (2B, T) call.
+* `packed_pair_logps`: the same sums from packed rows (`PackedPairBatch`: the shared prompt
+  once, then both completions, kept apart by `packed_attention`), which the reward model and
+  the DPO family train on; `micro_pair_logps` takes either layout.
+* Reference log-probs are computed ONCE before training with the initial policy (which is the
+  reference) and cached in the run folder (`RUN/reference_logps.npz`, keyed on the sequences
+  and the reference weights), so no second model sits in memory while training and a resumed
+  run reuses them.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -33,9 +26,8 @@ import optax
 from flax import nnx
 from tqdm.auto import tqdm
 
-from tasks.fields import documented
 from trainers.data import TokenizedSplit, fixed_size_chunks, make_batch
-from trainers.model import GPT, PRESETS, GPTConfig, pure_jit
+from trainers.model import GPT, pure_jit
 from trainers.preference_data import (
     PAD_SEGMENT,
     PackedPairBatch,
@@ -43,109 +35,12 @@ from trainers.preference_data import (
     SequencePairs,
     packed_chunks,
 )
-from trainers.sft import token_losses
-
-Metrics = dict[str, jax.Array]
-ExampleLoss = Callable[[GPT, Any], tuple[jax.Array, Metrics]]  # PairBatch or packed
 
 
-def require(ok: bool, name: str, allowed: str, value: Any) -> None:
-    if not ok:
-        raise ValueError(f"{name} must be {allowed} (got {value!r})")
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
-
-
-def require_int(config: Any, name: str, low: int) -> None:
-    value = getattr(config, name)
-    require(_is_int(value) and value >= low, name, f"an integer >= {low}", value)
-
-
-def require_number(config: Any, name: str, ok: Callable[[float], bool], allowed: str) -> None:
-    value = getattr(config, name)
-    require(_is_number(value) and ok(value), name, allowed, value)
-
-
-PACK_PAIRS_HELP = (
-    "pack each pair as its prompt once, then both completions (one forward, no padding "
-    "of one completion to the other's length); false: two padded sequences"
-)
-
-_INT_MINIMUM = {
-    "steps": 1, "batch_size": 1, "grad_accum": 1, "seed": 0, "log_interval": 1,
-    "eval_interval": 0, "eval_examples": 1, "save_interval": 1, "keep_checkpoints": 1,
-    "length_grouping": 1, "reference_batch_size": 1, "fsdp_devices": 1,
-}  # fmt: skip
-
-
-@dataclass(frozen=True)
-class OfflineConfig:
-    """Optimisation and run fields shared by `kinrl train rm|dpo|kto` (see each method)."""
-
-    preset: str = documented("model size without --init: nano, small or gpt2", default="nano")
-    steps: int = documented("optimizer steps, >= 1", default=300)
-    batch_size: int = documented("examples (pairs) per micro-batch, >= 1", default=32)
-    grad_accum: int = documented("micro-batches per optimizer step, >= 1", default=1)
-    learning_rate: float = documented("peak learning rate, > 0", default=1e-4)
-    warmup_steps: int = documented("linear warm-up steps, 0..steps-1", default=10)
-    min_lr_ratio: float = documented("final / peak learning rate (cosine), 0..1", default=0.1)
-    weight_decay: float = documented("AdamW weight decay on matrices, >= 0", default=0.0)
-    clip_norm: float = documented("clip gradients to this global norm, > 0", default=1.0)
-    bf16: bool = documented("compute in bfloat16 (weights stay float32)", default=False)
-    remat: bool = documented(
-        "recompute block activations in the backward pass (GPU/TPU; no effect on XLA:CPU)",
-        default=False,
-    )
-    seed: int = documented("seed of new weights and of the data order, >= 0", default=0)
-    log_interval: int = documented("steps between metric fetches, >= 1", default=10)
-    eval_interval: int = documented("steps between held-out evaluations (0 = end)", default=100)
-    eval_examples: int = documented("held-out examples evaluated, >= 1", default=512)
-    save_interval: int = documented("steps between checkpoints (and the last)", default=500)
-    keep_checkpoints: int = documented("checkpoints kept on disk, >= 1", default=2)
-    length_grouping: int = documented(
-        "batches per length-sorted window, >= 1 (unpacked layouts only; packed pairs are "
-        "instead dealt to micro-batches by length, which packs their rows tighter)",
-        default=8,
-    )
-    reference_batch_size: int = documented("sequences per reference forward, >= 1", default=64)
-    fsdp_devices: int = documented("devices on the mesh's fsdp axis, >= 1", default=1)
-    shard_params: bool = documented("FSDP: shard parameters and optimizer state", default=False)
-
-    def __post_init__(self) -> None:
-        require(self.preset in PRESETS, "preset", f"one of {', '.join(PRESETS)}", self.preset)
-        for name, low in _INT_MINIMUM.items():
-            require_int(self, name, low)
-        warmup = self.warmup_steps
-        require(_is_int(warmup) and 0 <= warmup < self.steps, "warmup_steps", "in 0..steps-1",
-                 warmup)  # fmt: skip
-        require_number(self, "learning_rate", lambda v: v > 0, "a number > 0")
-        require_number(self, "min_lr_ratio", lambda v: 0 <= v <= 1, "a number in 0..1")
-        require_number(self, "weight_decay", lambda v: v >= 0, "a number >= 0")
-        require_number(self, "clip_norm", lambda v: v > 0, "a number > 0")
-        for name in ("bf16", "remat", "shard_params"):
-            require(isinstance(getattr(self, name), bool), name, "true or false",
-                     getattr(self, name))  # fmt: skip
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    def model_config(self, vocab_size: int, base: GPTConfig | None = None) -> GPTConfig:
-        """The preset (or `base`, an initial checkpoint's config) with this run's vocabulary
-        (fresh models only), compute dtype and remat (the interface `trainers.sft.init_from`
-        reads)."""
-        if base is None:
-            base = dataclasses.replace(PRESETS[self.preset], vocab_size=vocab_size)
-        dtype = "bfloat16" if self.bf16 else "float32"
-        return dataclasses.replace(base, dtype=dtype, remat=self.remat)
-
-
-# ----------------------------------------------------------------------------- log-probs
+def token_losses(logits: jax.Array, tokens: jax.Array) -> jax.Array:
+    """Next-token cross-entropy: logits (B, T, V) float32, tokens (B, T) -> (B, T - 1), the
+    loss of predicting tokens[:, t + 1] from position t. Unreduced: masks at the call site."""
+    return optax.softmax_cross_entropy_with_integer_labels(logits[:, :-1], tokens[:, 1:])
 
 
 def sequence_logps(
@@ -337,44 +232,3 @@ def cached_reference_logps(
         np.savez(tmp, **values, **fields, model_fingerprint=np.array(model))
         os.replace(tmp, path)
     return values
-
-
-# ----------------------------------------------------------------------------- the step
-
-
-def accumulate_gradients(
-    graphdef: nnx.GraphDef,
-    state: nnx.State,
-    batch: PairBatch | PackedPairBatch,
-    example_loss: ExampleLoss,
-) -> tuple[nnx.State, Metrics]:
-    """Gradient of the mean per-example loss over the whole (A, ., B, .) step batch, scanning
-    the A micro-batches. Metrics: `loss`, `grad_norm` (before clipping) and the mean over the
-    step of every per-example metric `example_loss` returns."""
-    A, B = batch.labels.shape
-    total = A * B
-
-    def scaled_loss(state: nnx.State, micro: Any) -> tuple[jax.Array, Metrics]:
-        loss, metrics = example_loss(nnx.merge(graphdef, state), micro)  # (B,), (B,) each
-        return jnp.sum(loss) / total, metrics
-
-    def body(grads: nnx.State, micro: Any) -> tuple[nnx.State, tuple[jax.Array, Metrics]]:
-        (loss, metrics), micro_grads = jax.value_and_grad(scaled_loss, has_aux=True)(state, micro)
-        sums = {k: jnp.sum(v) for k, v in metrics.items()}
-        return jax.tree.map(jnp.add, grads, micro_grads), (loss, sums)
-
-    zeros = jax.tree.map(jnp.zeros_like, state)
-    grads, (losses, sums) = jax.lax.scan(body, zeros, batch)
-    metrics = {k: jnp.sum(v) / total for k, v in sums.items()}
-    metrics.update(loss=jnp.sum(losses), grad_norm=optax.global_norm(grads))
-    return grads, metrics
-
-
-def apply_gradients(
-    state: nnx.State,
-    opt_state: optax.OptState,
-    grads: nnx.State,
-    optimizer: optax.GradientTransformation,
-) -> tuple[nnx.State, optax.OptState]:
-    updates, opt_state = optimizer.update(grads, opt_state, state)
-    return optax.apply_updates(state, updates), opt_state

@@ -1,0 +1,371 @@
+"""Every config of the trainers: plain frozen dataclasses that import nothing of JAX.
+
+* `GPTConfig` and `PRESETS`: the model's shape (`trainers/model.py` builds it).
+* `TrainConfig`: the fields every training method shares (optimisation, logging, checkpoints,
+  sharding) and the one validator. A method's config subclasses it, adds its own fields and,
+  where its defaults differ, re-declares a field with `default_of(TrainConfig, name, value)`.
+* `SFTConfig`, `RewardModelConfig`, `DPOConfig`, `KTOConfig`: the methods' configs (their steps
+  are in `trainers/sft.py`, `reward_model.py`, `dpo.py`, `kto.py`).
+
+Each field is an `option(help, default, check)`: `help` is its `--help` line, `check` a
+(predicate, "what is allowed") pair. `TrainConfig.__post_init__` checks every field of any
+subclass by its annotation (bool, int, float, str) and its `check`, then the subclass's
+`check()` does what relates two fields; errors are `ValueError("<field> must be <allowed> (got
+<value>)")`, which the command line turns into `--<field> must be ...`. Because nothing here
+imports JAX, `kinrl train ... --bad-value` fails in a fraction of a second, and tools that only
+read configs (hashing a comparison's stages, listing methods) stay light.
+
+A preset of a method is `dataclasses.replace` of its config, e.g.
+`dataclasses.replace(DPOConfig(), loss="ipo", beta=0.5)`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import ml_dtypes  # noqa: F401  (registers bfloat16 with NumPy, so np.dtype("bfloat16") works)
+import numpy as np
+
+Check = tuple[Callable[[Any], bool], str]
+
+# ----------------------------------------------------------------------------- the model
+
+_ALLOWED_DTYPES = ("float32", "bfloat16", "float16")
+
+
+@dataclass(frozen=True)
+class GPTConfig:
+    """Hyper-parameters of a GPT-2 model. Frozen (hashable) so it can be a static jit argument.
+
+    `dtype` is the compute dtype (activations, matmuls); `param_dtype` is the storage dtype of
+    the weights. `remat` recomputes each block's activations in the backward pass (saves memory,
+    costs ~30% more compute) on GPU and TPU; XLA:CPU drops the optimisation barriers that keep
+    the recomputation apart and folds it back into the forward pass (same buffers, measured).
+    `value_head` adds a scalar head on the final hidden states.
+    """
+
+    vocab_size: int
+    n_positions: int
+    n_embd: int
+    n_layer: int
+    n_head: int
+    layer_norm_epsilon: float = 1e-5
+    dtype: str = "float32"
+    param_dtype: str = "float32"
+    remat: bool = False
+    value_head: bool = False
+
+    def __post_init__(self) -> None:
+        for name in ("vocab_size", "n_positions", "n_embd", "n_layer", "n_head"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+                raise ValueError(f"GPTConfig.{name} must be a positive int, got {value!r}")
+        if self.n_embd % self.n_head != 0:
+            raise ValueError(
+                f"GPTConfig.n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head})"
+            )
+        if not self.layer_norm_epsilon > 0:
+            raise ValueError(
+                f"GPTConfig.layer_norm_epsilon must be > 0, got {self.layer_norm_epsilon!r}"
+            )
+        for name in ("dtype", "param_dtype"):
+            # Accept jnp.float32 / np.dtype / "float32", store the canonical name (hashable, JSON).
+            value = getattr(self, name)
+            try:
+                canonical = np.dtype(value).name
+            except TypeError:
+                canonical = None
+            if canonical not in _ALLOWED_DTYPES:
+                raise ValueError(
+                    f"GPTConfig.{name} must be one of {_ALLOWED_DTYPES}, got {value!r}"
+                )
+            object.__setattr__(self, name, canonical)
+        for name in ("remat", "value_head"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"GPTConfig.{name} must be a bool, got {getattr(self, name)!r}")
+
+    @property
+    def head_dim(self) -> int:
+        return self.n_embd // self.n_head
+
+    @property
+    def compute_dtype(self) -> np.dtype:
+        return np.dtype(self.dtype)
+
+    @property
+    def weight_dtype(self) -> np.dtype:
+        return np.dtype(self.param_dtype)
+
+
+# vocab_size here is a placeholder: callers replace it with their tokenizer's size via
+# dataclasses.replace(PRESETS["nano"], vocab_size=len(tokenizer)).
+PRESETS: dict[str, GPTConfig] = {
+    "nano": GPTConfig(vocab_size=1024, n_positions=256, n_embd=128, n_layer=4, n_head=4),
+    "small": GPTConfig(vocab_size=1024, n_positions=512, n_embd=384, n_layer=6, n_head=6),
+    "gpt2": GPTConfig(vocab_size=50257, n_positions=1024, n_embd=768, n_layer=12, n_head=12),
+}
+
+# ----------------------------------------------------------------------------- fields
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def at_least(low: int) -> Check:
+    return (lambda v: _is_int(v) and v >= low, f"an integer >= {low}")
+
+
+def number(ok: Callable[[float], bool], allowed: str) -> Check:
+    return (lambda v: _is_number(v) and ok(v), allowed)
+
+
+POSITIVE = number(lambda v: v > 0, "a number > 0")
+NON_NEGATIVE = number(lambda v: v >= 0, "a number >= 0")
+UNIT = number(lambda v: 0 <= v <= 1, "a number in 0..1")
+
+
+def one_of(names: Sequence[str]) -> Check:
+    return (lambda v: v in names, f"one of {', '.join(names)}")
+
+
+def option(help: str, default: Any, check: Check | None = None) -> Any:
+    """A config field: its `--help` line, default and check (see the module docstring)."""
+    return field(default=default, metadata={"help": help, "check": check})
+
+
+def default_of(base: type, name: str, default: Any) -> Any:
+    """`base`'s field `name` (help and check) with another default, for a subclass."""
+    [base_field] = [f for f in dataclasses.fields(base) if f.name == name]
+    return field(default=default, metadata=base_field.metadata)
+
+
+def require(ok: bool, name: str, allowed: str, value: Any) -> None:
+    if not ok:
+        raise ValueError(f"{name} must be {allowed} (got {value!r})")
+
+
+_KIND_CHECKS: dict[Any, Check] = {
+    "bool": (lambda v: isinstance(v, bool), "true or false"),
+    "int": (_is_int, "an integer"),
+    "float": (_is_number, "a number"),
+    "str": (lambda v: isinstance(v, str), "a string"),
+}
+
+MAX_PACK_WIDTH = 4096  # a row's attention mask is (T, T): keep typos from exhausting memory
+
+# ----------------------------------------------------------------------------- training
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """What every training method shares; every field is a `kinrl train <method>` option."""
+
+    preset: str = option(
+        "model size: nano, small or gpt2 (ignored with --init)",
+        "nano",
+        (lambda v: v in PRESETS, f"one of {', '.join(PRESETS)}"),  # PRESETS may grow
+    )
+    steps: int = option("optimizer steps, >= 1", 300, at_least(1))
+    batch_size: int = option("examples per micro-batch, >= 1", 32, at_least(1))
+    grad_accum: int = option("micro-batches per optimizer step, >= 1", 1, at_least(1))
+    learning_rate: float = option("peak learning rate, > 0", 1e-4, POSITIVE)
+    warmup_steps: int = option("linear warm-up steps, 0..steps-1", 10)
+    min_lr_ratio: float = option("final / peak learning rate of the cosine decay, 0..1", 0.1, UNIT)
+    weight_decay: float = option(
+        "AdamW decoupled weight decay on matrices, >= 0", 0.0, NON_NEGATIVE
+    )
+    clip_norm: float = option("clip gradients to this global norm, > 0", 1.0, POSITIVE)
+    bf16: bool = option("compute in bfloat16 (weights and optimizer stay float32)", False)
+    remat: bool = option(
+        "recompute block activations in the backward pass (GPU/TPU; no effect on XLA:CPU)",
+        False,
+    )
+    seed: int = option("seed of the initial weights and the data order, >= 0", 0, at_least(0))
+    log_interval: int = option(
+        "steps between metric fetches (lines are per step), >= 1", 10, at_least(1)
+    )
+    eval_interval: int = option(
+        "steps between held-out evaluations (0 = at the end only)", 100, at_least(0)
+    )
+    eval_examples: int = option("held-out examples evaluated, >= 1", 512, at_least(1))
+    save_interval: int = option(
+        "steps between checkpoints (the last step and Ctrl-C always save)", 500, at_least(1)
+    )
+    keep_checkpoints: int = option("checkpoints kept on disk (the newest), >= 1", 2, at_least(1))
+    length_grouping: int = option(
+        "batches per length-sorted window (less padding, but batches of alike examples learn "
+        "slower; 1 = plain shuffle), >= 1",
+        1,
+        at_least(1),
+    )
+    fsdp_devices: int = option(
+        "devices on the mesh's fsdp axis (the rest is data), >= 1", 1, at_least(1)
+    )
+    shard_params: bool = option("FSDP: shard parameters and optimizer state over fsdp", False)
+
+    def __post_init__(self) -> None:
+        """Check every field by its type and `check`, then `self.check()`."""
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            kind = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", "")
+            type_ok, type_allowed = _KIND_CHECKS.get(kind, (lambda v: True, ""))
+            ok, allowed = f.metadata.get("check") or (type_ok, type_allowed)
+            require(type_ok(value) and ok(value), f.name, allowed, value)
+        self.check()
+
+    def check(self) -> None:
+        """Checks that relate fields (subclasses extend it)."""
+        warmup = self.warmup_steps
+        require(0 <= warmup < self.steps, "warmup_steps", "in 0..steps-1", warmup)
+
+    @classmethod
+    def from_options(cls, **given: Any) -> TrainConfig:
+        """The config of the options a user gave: a warm-up left at its default shrinks to
+        fit a short run (`steps=5` gets 4 warm-up steps, not an error about a default that was
+        never given)."""
+        steps = given.get("steps", cls.steps)
+        if "warmup_steps" not in given and _is_int(steps) and steps >= 1:
+            given["warmup_steps"] = min(cls.warmup_steps, steps - 1)
+        return cls(**given)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def model_config(self, vocab_size: int, base: GPTConfig | None = None) -> GPTConfig:
+        """The preset (or `base`, an initial checkpoint's config) with this run's vocabulary
+        size (fresh models only), compute dtype and remat."""
+        if base is None:
+            base = dataclasses.replace(PRESETS[self.preset], vocab_size=vocab_size)
+        dtype = "bfloat16" if self.bf16 else "float32"
+        return dataclasses.replace(base, dtype=dtype, remat=self.remat)
+
+
+@dataclass(frozen=True)
+class SFTConfig(TrainConfig):
+    """Supervised fine-tuning (`trainers/sft.py`). The defaults are the recipe the README
+    measures (nano from scratch on level 1)."""
+
+    steps: int = default_of(TrainConfig, "steps", 2700)
+    learning_rate: float = default_of(TrainConfig, "learning_rate", 3e-3)
+    warmup_steps: int = default_of(TrainConfig, "warmup_steps", 100)
+    weight_decay: float = default_of(TrainConfig, "weight_decay", 0.1)
+    eval_interval: int = default_of(TrainConfig, "eval_interval", 1000)
+    prompt_loss_weight: float = option(
+        "weight of the prompt tokens' loss relative to the completion's, 0..1 (0 = "
+        "completion-only loss; 1 = every token alike, which on the kinship task teaches the "
+        "relation inversions its prompts state; eval/loss is always completion-only)",
+        1.0,
+        UNIT,
+    )
+    length_bucket: int = option(
+        "pad each batch to a multiple of this many tokens (fewer = less padding, more "
+        "compiled shapes), >= 1",
+        16,
+        at_least(1),
+    )
+    pack_width: int = option(
+        "pack several examples into each row of this many tokens, kept apart by the attention "
+        "mask (the same loss as one example per row, with far less padding); 0 = one example "
+        "per row, padded to length_bucket",
+        128,
+        at_least(0),
+    )
+
+    def check(self) -> None:
+        super().check()
+        require(self.pack_width <= MAX_PACK_WIDTH, "pack_width", f"at most {MAX_PACK_WIDTH}",
+                self.pack_width)  # fmt: skip
+
+
+PACK_PAIRS_HELP = (
+    "pack each pair as its prompt once, then both completions (one forward, no padding "
+    "of one completion to the other's length); false: two padded sequences"
+)
+
+
+@dataclass(frozen=True)
+class PreferenceConfig(TrainConfig):
+    """The fields of the methods that train on preference data or binary feedback."""
+
+    length_grouping: int = option(
+        "batches per length-sorted window, >= 1 (unpacked layouts only; packed pairs are "
+        "instead dealt to micro-batches by length, which packs their rows tighter)",
+        8,
+        at_least(1),
+    )
+    reference_batch_size: int = option("sequences per reference forward, >= 1", 64, at_least(1))
+
+
+@dataclass(frozen=True)
+class RewardModelConfig(PreferenceConfig):
+    """A reward model (`trainers/reward_model.py`)."""
+
+    offset_examples: int = option(
+        "reference completions whose mean reward becomes the offset, >= 1", 512, at_least(1)
+    )
+    calibration_bins: int = option(
+        "confidence bins of the calibration error, >= 1", 10, at_least(1)
+    )
+    pack_pairs: bool = option(PACK_PAIRS_HELP, True)
+
+
+DPO_LOSS_NAMES = ("sigmoid", "cdpo", "robust", "hinge", "ipo", "simpo")  # trainers.losses
+
+
+@dataclass(frozen=True)
+class DPOConfig(PreferenceConfig):
+    """The DPO family (`trainers/dpo.py`)."""
+
+    loss: str = option(f"preference loss: {', '.join(DPO_LOSS_NAMES)}", "sigmoid",
+                       one_of(DPO_LOSS_NAMES))  # fmt: skip
+    beta: float = option("inverse temperature (IPO: tau; SimPO: reward scale), > 0", 0.1, POSITIVE)
+    label_smoothing: float = option(
+        "assumed label-flip rate (cdpo: 0..0.5, robust: 0..<0.5; 0 for the others)", 0.0
+    )
+    gamma: float = option("SimPO target reward margin, >= 0", 0.5, NON_NEGATIVE)
+    pack_pairs: bool = option(PACK_PAIRS_HELP, True)
+
+    def check(self) -> None:
+        super().check()
+        ok, allowed = {
+            "cdpo": (lambda v: 0 <= v <= 0.5, "in 0..0.5 for loss cdpo"),
+            "robust": (lambda v: 0 <= v < 0.5, "in [0, 0.5) for loss robust"),
+        }.get(self.loss, (lambda v: v == 0, "0 unless loss is cdpo or robust"))
+        require(ok(self.label_smoothing), "label_smoothing", allowed, self.label_smoothing)
+
+
+@dataclass(frozen=True)
+class KTOConfig(PreferenceConfig):
+    """KTO on binary feedback (`trainers/kto.py`)."""
+
+    beta: float = option("inverse temperature of the implicit reward, > 0", 0.1, POSITIVE)
+    desirable_weight: float = option("loss weight of desirable examples, >= 0", 1.0, NON_NEGATIVE)
+    undesirable_weight: float = option(
+        "loss weight of undesirable examples, >= 0", 1.0, NON_NEGATIVE
+    )
+    eval_examples: int = option(
+        "held-out examples evaluated, >= 2 (z pairs them)", 512, at_least(1)
+    )
+    length_grouping: int = option(
+        "must be 1: the KL reference point z is estimated from each batch, so batches are plain "
+        "random draws (length-sorted ones would tie z to their lengths)",
+        1,
+        at_least(1),
+    )
+
+    def check(self) -> None:
+        super().check()
+        if self.desirable_weight == 0 and self.undesirable_weight == 0:
+            raise ValueError("desirable_weight must be > 0 when undesirable_weight is 0")
+        why = "1 for KTO (z is a batch statistic; sorted batches would bias it)"
+        require(self.length_grouping == 1, "length_grouping", why, self.length_grouping)
+        why = "an integer >= 2 for KTO (z pairs held-out examples)"
+        require(self.eval_examples >= 2, "eval_examples", why, self.eval_examples)
