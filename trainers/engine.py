@@ -280,7 +280,8 @@ def _check_fits_context(init: str | None, cfg: GPTConfig, prepared: Prepared) ->
         raise ValueError(f"--init {init}: {dropped} of the {total} training examples are longer "
                          f"than its context of {cfg.n_positions} positions")  # fmt: skip
     print(f"kinrl: warning: {dropped} of the {dropped + kept} training examples are longer than "
-          f"the context of {cfg.n_positions} positions and are left out", file=sys.stderr)  # fmt: skip
+          f"the context of {cfg.n_positions} positions and are left out",
+          file=sys.stderr)  # fmt: skip
 
 
 # ----------------------------------------------------------------------------- the run
