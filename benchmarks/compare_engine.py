@@ -58,17 +58,19 @@ def metrics(run: Path) -> list[dict]:
     return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
 
 
-def largest_difference(a: list[dict], b: list[dict]) -> float:
+def largest_difference(a: list[dict], b: list[dict]) -> tuple[float, set[str], set[str]]:
+    """The largest relative difference of the values both logs have, and the keys only the
+    first / only the second has (a new metric is fine; a lost or changed one is not)."""
     if [x["step"] for x in a] != [x["step"] for x in b]:
-        return float("inf")
-    worst = 0.0
+        return float("inf"), set(), set()
+    worst, only_a, only_b = 0.0, set(), set()
     for x, y in zip(a, b, strict=True):
-        for key in (set(x) | set(y)) - TIMING:
-            if key not in x or key not in y:
-                return float("inf")
+        only_a |= set(x) - set(y)
+        only_b |= set(y) - set(x)
+        for key in (set(x) & set(y)) - TIMING:
             scale = max(abs(x[key]), abs(y[key]), 1e-12)
             worst = max(worst, abs(x[key] - y[key]) / scale)
-    return worst
+    return worst, only_a - TIMING, only_b - TIMING
 
 
 def rate(run: Path, key: str) -> float:
@@ -102,10 +104,11 @@ def main() -> int:
                 runs[label] = work / f"{label}-{name}"
                 kinrl(tree, "train", method, "--data", str(data[kind]), "--out",
                       str(runs[label]), *SHORT, *extra)  # fmt: skip
-            worst = largest_difference(metrics(runs["old"]), metrics(runs["new"]))
-            failed |= worst > args.rtol
+            worst, lost, added = largest_difference(metrics(runs["old"]), metrics(runs["new"]))
+            failed |= worst > args.rtol or bool(lost)
             print(f"{name:12s} {len(metrics(runs['new']))} lines, largest relative difference "
-                  f"{worst:.2e}")  # fmt: skip
+                  f"{worst:.2e}; keys lost {sorted(lost) or 'none'}, added "
+                  f"{sorted(added) or 'none'}")  # fmt: skip
         if args.speed:
             long = {"sft": ("sft", "examples", "train/tokens_per_s",
                             ["--steps", "150", "--prompt-loss-weight", "0"]),
