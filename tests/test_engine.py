@@ -53,15 +53,6 @@ def runs(tmp_path_factory, folders) -> dict[str, Path]:
     return {"sft": root / "sft", "rm": root / "rm"}
 
 
-def _error(capsys, argv: list[str]) -> str:
-    capsys.readouterr()
-    assert main(argv) == 2
-    lines = capsys.readouterr().err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("kinrl: error: "), lines
-    assert len(lines[0]) <= 220, lines[0]
-    return lines[0]
-
-
 def test_every_registered_method_is_a_method_of_the_engine():
     for name, (config_class, module, _) in METHODS.items():
         method = get_method(name)
@@ -81,52 +72,57 @@ def test_one_training_loop_in_the_code_base():
     assert loops == ["engine.py"], loops
 
 
-def test_a_checkpoint_without_a_tokenizer_is_refused_before_any_work(folders, tmp_path, capsys):
+def test_a_checkpoint_without_a_tokenizer_is_refused_before_any_work(
+    folders, tmp_path, usage_error
+):
     out = tmp_path / "run"
     argv = ["train", "sft", "--data", str(folders["examples"]), "--out", str(out)]
-    line = _error(capsys, [*argv, "--init", str(FIXTURE), "--steps", "2"])
+    line = usage_error([*argv, "--init", str(FIXTURE), "--steps", "2"])
     assert "--init" in line and "tokenizer" in line, line
     assert not out.exists()
 
 
-def test_a_run_of_the_wrong_role_is_refused(folders, runs, tmp_path, capsys):
+def test_a_run_of_the_wrong_role_is_refused(folders, runs, tmp_path, usage_error):
     dpo = ["train", "dpo", "--data", str(folders["pairs"]), "--out", str(tmp_path / "dpo")]
-    assert "is a reward model" in _error(capsys, [*dpo, "--init", str(runs["rm"])])
+    assert "is a reward model" in usage_error([*dpo, "--init", str(runs["rm"])])
     assert not (tmp_path / "dpo").exists()
     evaluate = ["eval", "--run", str(runs["rm"]), "--data", str(folders["examples"])]
-    assert "is a reward model" in _error(capsys, evaluate)
+    assert "is a reward model" in usage_error(evaluate)
     sample = ["sample", "--run", str(runs["rm"]), "--prompt", "Ann is Bob's mother."]
-    assert "is a reward model" in _error(capsys, sample)
+    assert "is a reward model" in usage_error(sample)
 
 
-def test_an_init_whose_context_is_too_short_is_refused(folders, runs, tmp_path, capsys):
+def test_an_init_whose_context_is_too_short_is_refused(folders, runs, tmp_path, usage_error):
     """TINY has 64 positions: preference pairs of level 1 fit, so this stays a clean start;
     an SFT run made with 64 positions refuses data with longer records."""
     long = tmp_path / "long"
     generate_dataset(long, KinshipConfig.for_level(3), 60, seed=1, progress=False)
     argv = ["train", "sft", "--data", str(long), "--out", str(tmp_path / "x")]
-    line = _error(capsys, [*argv, "--init", str(runs["sft"]), "--steps", "2", "--batch-size", "4"])
+    line = usage_error([*argv, "--init", str(runs["sft"]), "--steps", "2", "--batch-size", "4"])
     assert "context" in line, line
 
 
-def test_eval_json_that_is_a_folder_is_refused_before_decoding(folders, runs, tmp_path, capsys):
+def test_eval_json_that_is_a_folder_is_refused_before_decoding(
+    folders, runs, tmp_path, usage_error
+):
     argv = ["eval", "--run", str(runs["sft"]), "--data", str(folders["examples"])]
-    assert "is a folder" in _error(capsys, [*argv, "--json", str(tmp_path)])
+    assert "is a folder" in usage_error([*argv, "--json", str(tmp_path)])
     assert not list(tmp_path.glob("*.tmp"))
 
 
-def test_an_unloadable_init_is_one_complete_sentence(folders, tmp_path, capsys):
+def test_an_unloadable_init_is_one_complete_sentence(folders, tmp_path, usage_error):
     argv = ["train", "sft", "--data", str(folders["examples"]), "--out", str(tmp_path / "r")]
-    line = _error(capsys, [*argv, "--init", "gpt2-not-on-this-machine"])
+    line = usage_error([*argv, "--init", "gpt2-not-on-this-machine"])
     assert "--init gpt2-not-on-this-machine is not a run folder or a GPT-2 checkpoint" in line
     assert line.count("(") == line.count(")") and line.count("[") == line.count("]"), line
+    assert len(line) <= 220, line
 
 
-def test_a_refused_resume_names_the_differing_options_only(folders, runs, capsys):
+def test_a_refused_resume_names_the_differing_options_only(folders, runs, usage_error):
     argv = ["train", "sft", "--data", str(folders["examples"]), "--out", str(runs["sft"])]
     PRESETS["tiny"] = TINY
     try:
-        line = _error(capsys, [*argv, *SHORT, "--learning-rate", "0.5"])
+        line = usage_error([*argv, *SHORT, "--learning-rate", "0.5"])
     finally:
         del PRESETS["tiny"]
     assert "--learning-rate 0.003 -> 0.5" in line and "{" not in line
@@ -192,19 +188,19 @@ def test_version_help_and_generate_defaults(capsys):
     with pytest.raises(SystemExit):
         main(["train", "sft", "--help"])
     text = " ".join(capsys.readouterr().out.split())
-    assert "(default 2700)" in text and "(default 1.0)" in text  # the documented recipe
+    assert "(default 4500)" in text and "(default 1.0)" in text  # the documented recipe
 
 
-def test_sample_takes_top_k_top_p_and_step_and_refuses_an_empty_prompt(runs, capsys):
+def test_sample_takes_top_k_top_p_and_step_and_refuses_an_empty_prompt(runs, usage_error):
     sample = ["sample", "--run", str(runs["sft"]), "--max-new-tokens", "3"]
     prompt = ["--prompt", "Ann is Bob's mother.\\nQuestion: Who is Bob's mother?"]
     assert main([*sample, *prompt, "--temperature", "1", "--top-k", "5", "--top-p", "0.9",
                  "--step", "3"]) == 0  # fmt: skip
-    assert "--prompt must hold some text" in _error(capsys, [*sample, "--prompt", " \\n "])
-    assert "--top-p must be in (0, 1]" in _error(capsys, [*sample, *prompt, "--top-p", "0"])
+    assert "--prompt must hold some text" in usage_error([*sample, "--prompt", " \\n "])
+    assert "--top-p must be in (0, 1]" in usage_error([*sample, *prompt, "--top-p", "0"])
 
 
 def test_sft_defaults_are_the_documented_recipe():
     config = SFTConfig()
-    assert (config.steps, config.learning_rate, config.prompt_loss_weight) == (2700, 3e-3, 1.0)
+    assert (config.steps, config.learning_rate, config.prompt_loss_weight) == (4500, 3e-3, 1.0)
     assert (config.batch_size, config.pack_width, config.warmup_steps) == (32, 128, 100)

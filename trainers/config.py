@@ -43,7 +43,7 @@ class GPTConfig:
     `dtype` is the compute dtype (activations, matmuls); `param_dtype` is the storage dtype of
     the weights. `remat` recomputes each block's activations in the backward pass (saves memory,
     costs ~30% more compute) on GPU and TPU; XLA:CPU drops the optimisation barriers that keep
-    the recomputation apart and folds it back into the forward pass (same buffers, measured).
+    the recomputation apart and folds it back into the forward pass.
     `value_head` adds a scalar head on the final hidden states.
     """
 
@@ -253,7 +253,7 @@ class SFTConfig(TrainConfig):
     """Supervised fine-tuning (`trainers/sft.py`). The defaults are the recipe the README
     measures (nano from scratch on level 1)."""
 
-    steps: int = default_of(TrainConfig, "steps", 2700)
+    steps: int = default_of(TrainConfig, "steps", 4500)
     learning_rate: float = default_of(TrainConfig, "learning_rate", 3e-3)
     warmup_steps: int = default_of(TrainConfig, "warmup_steps", 100)
     weight_decay: float = default_of(TrainConfig, "weight_decay", 0.1)
@@ -369,3 +369,16 @@ class KTOConfig(PreferenceConfig):
         require(self.length_grouping == 1, "length_grouping", why, self.length_grouping)
         why = "an integer >= 2 for KTO (z pairs held-out examples)"
         require(self.eval_examples >= 2, "eval_examples", why, self.eval_examples)
+
+
+def check_hosts(address: str | None, num_processes: int | None, process_id: int | None) -> None:
+    """The several-hosts options (`jax.distributed`), checked before JAX sees them: all three
+    or none, the address HOST:PORT, the process id below the count."""
+    if address is None and num_processes is None and process_id is None:
+        return
+    host, _, port = (address or "").rpartition(":")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"coordinator_address must be HOST:PORT (got {address!r})")
+    if num_processes is None or process_id is None:
+        raise ValueError("num_processes and process_id go with coordinator_address")
+    require(process_id < num_processes, "process_id", f"in 0..{num_processes - 1}", process_id)
