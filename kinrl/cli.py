@@ -16,10 +16,19 @@ from collections.abc import Sequence
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
-from kinrl.options import Parser, UsageError, add_config_options, as_option, given
+from kinrl.options import (
+    Parser,
+    UsageError,
+    add_config_options,
+    as_option,
+    given,
+    integer,
+    key_values,
+)
 from tasks.kinship.config import MAX_LEVEL, KinshipConfig
+from tasks.kinship.pairs import FEEDBACK_OPTIONS
 from tasks.registry import KINDS
-from trainers.config import TrainConfig
+from trainers.config import TrainConfig, check_hosts
 from trainers.registry import METHODS
 
 USAGE_ERROR = 2
@@ -30,51 +39,11 @@ DESCRIPTION = (
 )
 
 
-def _integer(low: int, high: int | None, allowed: str) -> Any:
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            value = None
-        if value is None or value < low or (high is not None and value > high):
-            raise argparse.ArgumentTypeError(f"must be {allowed} (got {text!r})")
-        return value
-
-    return parse
-
-
-_level = _integer(1, MAX_LEVEL, f"an integer in 1..{MAX_LEVEL}")
-_count = _integer(1, None, "a positive integer")
-_seed = _integer(0, 2**63 - 1, "an integer in 0..2**63-1")  # int64 in Parquet files
-_index = _integer(0, None, "a non-negative integer")
-
-
-def _weights(text: str) -> dict[str, float]:
-    out = {}
-    for part in filter(None, (p.strip() for p in text.split(","))):
-        name, _, value = part.partition("=")
-        try:
-            out[name.strip()] = float(value)
-        except ValueError:
-            raise argparse.ArgumentTypeError(
-                f"must look like gender_swap=2,inverse=1 (got {text!r})"
-            ) from None
-    return out
-
-
-# The feedback options and their defaults: given with a --kind they do not apply to, they are
-# refused rather than silently ignored.
-_FEEDBACK = {
-    "noise": (0.0, float, "label flip rate 0..0.5"),
-    "annotator": ("exact", str, "base model: exact or bradley_terry"),
-    "temperature": (0.1, float, "Bradley-Terry temperature, > 0"),
-    "length_bias": (0.0, float, "probability the longer completion wins outright, 0..1"),
-    "position_bias": (0.0, float, "probability the first-shown one wins outright, 0..1"),
-    "negative_weights": (None, _weights, "KIND=W,... weights of negative kinds (unlisted "
-                         "kinds keep their default)"),
-    "min_margin": (0.0, float, "minimum gold-reward gap, 0..1"),
-    "desirable_ratio": ("1:1", str, "D:U share of desirable completions (--kind feedback)"),
-}  # fmt: skip
+_level = integer(1, MAX_LEVEL, f"an integer in 1..{MAX_LEVEL}")
+_count = integer(1, None, "a positive integer")
+_seed = integer(0, 2**63 - 1, "an integer in 0..2**63-1")  # int64 in Parquet files
+_index = integer(0, None, "a non-negative integer")
+_FEEDBACK_TYPES = {"negative_weights": key_values}
 
 
 def _add_generate(commands: Any) -> None:
@@ -117,25 +86,21 @@ def _add_generate(commands: Any) -> None:
     knobs = gen.add_argument_group("task knobs (override the difficulty preset one by one)")
     add_config_options(knobs, KinshipConfig, skip=("difficulty",), show_defaults=False)
     fb = gen.add_argument_group("feedback (with --kind preference or feedback)")
-    for name, (default, kind, text) in _FEEDBACK.items():
+    for name, (default, text) in FEEDBACK_OPTIONS.items():
+        kind = _FEEDBACK_TYPES.get(name, type(default))
         fb.add_argument("--" + name.replace("_", "-"), type=kind, default=default, help=text)
     gen.set_defaults(run=_run_generate, parser=gen)
 
 
 def _run_generate(args: argparse.Namespace) -> int:
-    from tasks.kinship.dataset import generate_command
+    from tasks.kinship.dataset import generate_command  # the generator, only when it runs
 
-    for name, (default, *_) in _FEEDBACK.items():  # options that would have no effect
-        applies = ("feedback",) if name == "desirable_ratio" else ("preference", "feedback")
-        if getattr(args, name) != default and args.kind not in applies:
-            kinds = " or ".join(applies)
-            raise UsageError(f"--{name.replace('_', '-')} applies to --kind {kinds} only")
-    feedback = {name: getattr(args, name) for name in _FEEDBACK}
+    feedback = {name: getattr(args, name) for name in FEEDBACK_OPTIONS}
     try:
         summary = generate_command(
             args.out, args.difficulty, given(args, KinshipConfig, ("difficulty",)), args.n,
             seed=args.seed,
-            kind=args.kind, feedback=feedback if args.kind != "examples" else None,
+            kind=args.kind, feedback=feedback,
             fmt=args.format, num_proc=args.num_proc, validation_fraction=args.validation_fraction,
             test_fraction=args.test_fraction, holdout_hops=args.holdout_hops,
             holdout_relations=args.holdout_relations, holdout_names=args.holdout_names,
@@ -157,12 +122,9 @@ def _add_train(commands: Any) -> None:
                                 "an interrupted run from its last checkpoint.")  # fmt: skip
     methods = train.add_subparsers(dest="method", required=True, parser_class=Parser)
     for name, (config_class, _, description) in METHODS.items():
-        sub = methods.add_parser(
-            name,
-            help=description,
-            description=f"Train {description}; "
-            "rerun the same command to resume an interrupted run.",
-        )
+        what = description[0].upper() + description[1:]
+        sub = methods.add_parser(name, help=description, description=f"{what}. Rerun the same "
+                                 "command to resume an interrupted run.")  # fmt: skip
         sub.add_argument("--data", required=True, metavar="DIR", help="dataset folder")
         sub.add_argument("--out", required=True, metavar="RUN", help="run folder (created)")
         sub.add_argument("--init", metavar="RUN_OR_HF",
@@ -176,31 +138,13 @@ def _add_train(commands: Any) -> None:
         sub.set_defaults(run=_run_train, parser=sub, config_class=config_class)
 
 
-def _check_hosts(args: argparse.Namespace) -> None:
-    """The several-hosts options, checked before `jax.distributed` sees them."""
-    n, i, address = args.num_processes, args.process_id, args.coordinator_address
-    if n is None and i is None and address is None:
-        return
-    host, _, port = (address or "").rpartition(":")
-    if not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise UsageError(f"--coordinator-address must be HOST:PORT (got {address!r})")
-    if n is None or i is None:
-        raise UsageError("--num-processes and --process-id go with --coordinator-address")
-    if i >= n:
-        raise UsageError(f"--process-id must be in 0..{n - 1} (got {i})")
-
-
 def _start_jax(host_devices: bool = False) -> None:
-    """Process-wide settings before JAX starts (`trainers.runtime`)."""
-    from trainers.runtime import enable_compilation_cache, limit_malloc_arenas, use_host_devices
+    from trainers.runtime import start_process
 
     try:
-        limit_malloc_arenas()
-        if host_devices:
-            use_host_devices()
+        start_process(host_devices)
     except ValueError as error:
         raise UsageError(str(error)) from None
-    enable_compilation_cache()
 
 
 def _shown(summary: dict[str, Any]) -> dict[str, Any]:
@@ -211,7 +155,7 @@ def _shown(summary: dict[str, Any]) -> dict[str, Any]:
 def _run_train(args: argparse.Namespace) -> int:
     try:  # every check that needs no JAX comes first: a mistyped option fails at once
         config: TrainConfig = args.config_class.from_options(**given(args, args.config_class))
-        _check_hosts(args)
+        check_hosts(args.coordinator_address, args.num_processes, args.process_id)
     except ValueError as error:
         raise UsageError(as_option(str(error), args.parser)) from None
     _start_jax()
@@ -234,9 +178,13 @@ def _run_train(args: argparse.Namespace) -> int:
         return 130
     try:
         summary = run.train()
-    except Interrupted as stop:
+    except Interrupted as stop:  # the engine saved a checkpoint of the step it finished
         print(f"{below_bar}kinrl: interrupted; saved the checkpoint of step {stop.step}: rerun "
               f"the same command to resume from step {stop.step}", file=sys.stderr)  # fmt: skip
+        return 130
+    except KeyboardInterrupt:  # a second Ctrl-C, or one before the loop started
+        print(f"{below_bar}kinrl: interrupted; rerun the same command to resume from the last "
+              "checkpoint", file=sys.stderr)  # fmt: skip
         return 130
     print(f"trained {args.out}: {json.dumps(_shown(summary))}")
     return 0

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import re
 import typing
 from typing import Any, NoReturn
 
@@ -19,15 +20,54 @@ class UsageError(Exception):
     """A user mistake: reported as one line, exit status 2."""
 
 
+class _ShowDefaults(argparse.ArgumentDefaultsHelpFormatter):
+    """Help lines end with "(default: X)" where there is a default worth saying."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        default = action.default
+        if action.required or default is None or default is False or default == argparse.SUPPRESS:
+            return action.help
+        return super()._get_help_string(action)
+
+
 class Parser(argparse.ArgumentParser):
     """An argument parser whose errors are `UsageError`s and whose help shows defaults."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
-        kwargs.setdefault("formatter_class", argparse.ArgumentDefaultsHelpFormatter)
+        kwargs.setdefault("formatter_class", _ShowDefaults)
         super().__init__(*args, **kwargs)
 
     def error(self, message: str) -> NoReturn:
         raise UsageError(message)
+
+
+def integer(low: int, high: int | None, allowed: str) -> Any:
+    """An argparse type for integers in low..high (None: no upper bound)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = None
+        if value is None or value < low or (high is not None and value > high):
+            raise argparse.ArgumentTypeError(f"must be {allowed} (got {text!r})")
+        return value
+
+    return parse
+
+
+def key_values(text: str) -> dict[str, float]:
+    """An argparse type for `a=1,b=2.5` -> {"a": 1.0, "b": 2.5}."""
+    out = {}
+    for part in _csv(text):
+        name, _, value = part.partition("=")
+        try:
+            out[name.strip()] = float(value)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"must look like gender_swap=2,inverse=1 (got {text!r})"
+            ) from None
+    return out
 
 
 def flag(name: str) -> str:
@@ -72,10 +112,15 @@ def given(args: argparse.Namespace, config_class: type, skip: tuple[str, ...] = 
 
 
 def as_option(message: str, parser: argparse.ArgumentParser) -> str:
-    """'max_hops must be ...' -> '--max-hops must be ...' when `parser` has that option; the
-    message cut to its first line."""
+    """A config's error as the user typed it: 'max_hops must be ...' -> '--max-hops must be
+    ...', every field name that is an option of `parser` (the first word, and names with an
+    underscore elsewhere); the message cut to its first line."""
     message = (message.strip().splitlines() or [""])[0]
-    head, _, rest = message.partition(" ")
-    if head.isidentifier() and flag(head) in parser._option_string_actions:
-        return f"{flag(head)} {rest}"
-    return message
+    options = parser._option_string_actions
+
+    def option(match: re.Match[str]) -> str:
+        word = match.group(0)
+        first = match.start() == 0
+        return flag(word) if (first or "_" in word) and flag(word) in options else word
+
+    return re.sub(r"(?<![-\w.])[a-z][a-z0-9_]*(?![\w-])", option, message)

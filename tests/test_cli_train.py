@@ -67,58 +67,51 @@ def test_sample_warns_about_words_outside_the_vocabulary(run_dir, capsys):
     assert "Qqazz, Qqbzz" in err and "Qqkzz" not in err and err.rstrip().endswith("and 2 more")
 
 
-def _error(capsys, argv: list[str]) -> str:
-    capsys.readouterr()
-    assert main(argv) == 2
-    captured = capsys.readouterr()
-    lines = captured.err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("kinrl: error: "), captured.err
-    return lines[0]
-
-
-def test_bad_input_is_one_line_and_status_2(tmp_path, data_dir, run_dir, capsys):
+def test_bad_input_is_one_line_and_status_2(tmp_path, data_dir, run_dir, capsys, usage_error):
     train = ["train", "sft", "--data", str(data_dir), "--out", str(tmp_path / "new")]
-    assert "--preset must be one of nano" in _error(capsys, [*train, "--preset", "huge"])
-    assert "--batch-size must be an integer >= 1" in _error(capsys, [*train, "--batch-size", "0"])
+    assert "--preset must be one of nano" in usage_error([*train, "--preset", "huge"])
+    assert "--batch-size must be an integer >= 1" in usage_error([*train, "--batch-size", "0"])
     wrong_kind = ["train", "sft", "--data", str(run_dir), "--out", str(tmp_path / "x")]
-    assert "expected 'kinship/examples'" in _error(capsys, wrong_kind)
+    assert "expected 'kinship/examples'" in usage_error(wrong_kind)
     missing = ["eval", "--run", str(tmp_path / "nothing"), "--data", str(data_dir)]
-    assert "does not exist" in _error(capsys, missing)
+    assert "does not exist" in usage_error(missing)
     corrupt = tmp_path / "corrupt"
     corrupt.mkdir()
     (corrupt / "config.json").write_text("{truncated")
-    assert "not a run folder" in _error(capsys, ["sample", "--run", str(corrupt), "--prompt", "x"])
+    assert "not a run folder" in usage_error(["sample", "--run", str(corrupt), "--prompt", "x"])
     no_step = ["eval", "--run", str(run_dir), "--data", str(data_dir), "--step", "5"]
-    assert "has no checkpoint 5 (it has [6])" in _error(capsys, no_step)
-    assert "no split 'dev'" in _error(
-        capsys, ["eval", "--run", str(run_dir), "--data", str(data_dir), "--split", "dev"]
+    assert "has no checkpoint 5 (it has [6])" in usage_error(no_step)
+    assert "no split 'dev'" in usage_error(
+        ["eval", "--run", str(run_dir), "--data", str(data_dir), "--split", "dev"]
     )
     busy = tmp_path / "busy"
     busy.mkdir()
     (busy / "notes.txt").write_text("not a run")
-    assert "not a run folder" in _error(capsys, [*train[:-1], str(busy)])
+    assert "not a run folder" in usage_error([*train[:-1], str(busy)])
 
 
-def test_rejected_commands_leave_nothing_that_blocks_the_corrected_one(tmp_path, data_dir, capsys):
+def test_rejected_commands_leave_nothing_that_blocks_the_corrected_one(
+    tmp_path, data_dir, capsys, usage_error
+):
     """A train command refused for its input (too few examples for a step, a folder that
     cannot be written, bad several-hosts options) exits 2 with one line and creates no run
     folder; eval checks --json's folder before decoding anything."""
     out = tmp_path / "run"
     train = ["train", "sft", "--data", str(data_dir), "--out", str(out), "--preset", "nano"]
-    assert "exceeds the" in _error(capsys, [*train, "--batch-size", "5000"])
-    assert "is a dataset folder" in _error(capsys, [*train, "--init", str(data_dir)])
+    assert "exceeds the" in usage_error([*train, "--batch-size", "5000"])
+    assert "is a dataset folder" in usage_error([*train, "--init", str(data_dir)])
     assert not out.exists()
     unwritable = ["train", "sft", "--data", str(data_dir), "--out", "/proc/kinrl-run"]
-    assert "--out /proc/kinrl-run: cannot write there" in _error(capsys, unwritable)
-    assert "--coordinator-address must be HOST:PORT" in _error(
-        capsys, [*train, "--num-processes", "2"]
+    assert "--out /proc/kinrl-run: cannot write there" in usage_error(unwritable)
+    assert "--coordinator-address must be HOST:PORT" in usage_error(
+        [*train, "--num-processes", "2"]
     )
     hosts = ["--coordinator-address", "localhost:1234", "--num-processes", "2"]
-    assert "--process-id must be in 0..1" in _error(capsys, [*train, *hosts, "--process-id", "5"])
+    assert "--process-id must be in 0..1" in usage_error([*train, *hosts, "--process-id", "5"])
     ev = ["eval", "--run", str(tmp_path), "--data", str(data_dir), "--json", "no/such/r.json"]
-    assert "--json no/such/r.json: its folder" in _error(capsys, ev)
+    assert "--json no/such/r.json: its folder" in usage_error(ev)
     sample = ["sample", "--run", str(tmp_path), "--prompt", "x", "--temperature", "nan"]
-    assert "--temperature must be a finite number >= 0" in _error(capsys, sample)
+    assert "--temperature must be a finite number >= 0" in usage_error(sample)
 
 
 def test_a_default_warm_up_shrinks_to_fit_a_short_run():

@@ -71,14 +71,6 @@ def pairs(data_dir, tokenizer):
     return tokenize_pairs(load_records(data_dir, "train", PREFERENCE_KIND), tokenizer, 128)
 
 
-@pytest.fixture
-def nano64(monkeypatch) -> str:
-    """The nano preset with a 64-token context: longer level-1 examples are dropped, so every
-    batch pads to one length bucket and each step compiles once."""
-    monkeypatch.setitem(PRESETS, "nano64", dataclasses.replace(PRESETS["nano"], n_positions=64))
-    return "nano64"
-
-
 def test_pair_batch_puts_chosen_then_rejected(data_dir, tokenizer, pairs):
     record = load_records(data_dir, "train", PREFERENCE_KIND)[0]
     ids = functools.partial(lambda text: tokenizer(text, add_special_tokens=False)["input_ids"])

@@ -4,7 +4,6 @@ groups), the KL estimate against a hand computation, config validation, and a ti
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 from pathlib import Path
 
@@ -22,7 +21,7 @@ from trainers.engine import open_run
 from trainers.engine import train as train_method
 from trainers.kto import kl_estimate
 from trainers.logprobs import sequence_logps
-from trainers.model import PRESETS, GPTConfig, init_model
+from trainers.model import GPTConfig, init_model
 from trainers.preference_data import (
     eval_pair_batches,
     kl_partners,
@@ -41,14 +40,6 @@ def data_dir(tmp_path_factory) -> Path:
     generate_dataset(out, KinshipConfig.for_level(1), 400, seed=4, kind="feedback",
                      feedback=feedback, progress=False)  # fmt: skip
     return out
-
-
-@pytest.fixture
-def nano64(monkeypatch) -> str:
-    """The nano preset with a 64-token context: longer level-1 examples are dropped, so every
-    batch pads to one length bucket and each step compiles once."""
-    monkeypatch.setitem(PRESETS, "nano64", dataclasses.replace(PRESETS["nano"], n_positions=64))
-    return "nano64"
 
 
 @pytest.mark.parametrize(("n", "group"), [(10, 4), (9, 3), (2, 8), (33, 16)])

@@ -171,6 +171,14 @@ def test_no_import_cycles_in_tasks() -> None:
     assert import_cycles(import_graph(["tasks"])) == []
 
 
+def test_no_two_project_modules_import_each_other() -> None:
+    """Across every package, at module level and inside functions. (The registry imports a
+    method's module by name only when asked, so the engine looking a method up is no loop.)"""
+    packages = ["tasks", "trainers", "evaluators", "kinrl"]
+    assert import_cycles(import_graph(packages)) == []
+    assert import_cycles(import_graph(packages, lazy=True)) == []
+
+
 def test_tasks_io_and_registry_stay_generic() -> None:
     """tasks.io imports nothing of a task (not even lazily); tasks.registry, nothing of the
     project at module level, and importing either loads no task, numpy or jax."""

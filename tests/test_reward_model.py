@@ -20,7 +20,7 @@ from trainers.checkpoint import load_run
 from trainers.config import RewardModelConfig
 from trainers.data import PREFERENCE_KIND, load_records
 from trainers.engine import train as train_method
-from trainers.model import PRESETS, GPTConfig, init_model
+from trainers.model import GPTConfig, init_model
 from trainers.preference_data import (
     make_packed_pair_batch,
     make_pair_batch,
@@ -117,14 +117,6 @@ def data_dir(tmp_path_factory) -> Path:
     generate_dataset(out, KinshipConfig.for_level(1), 400, seed=9, kind="preference",
                      feedback=FeedbackConfig(), progress=False)  # fmt: skip
     return out
-
-
-@pytest.fixture
-def nano64(monkeypatch) -> str:
-    """The nano preset with a 64-token context: longer level-1 examples are dropped, so every
-    batch pads to one length bucket and each step compiles once."""
-    monkeypatch.setitem(PRESETS, "nano64", dataclasses.replace(PRESETS["nano"], n_positions=64))
-    return "nano64"
 
 
 def test_tiny_run_reports_accuracy_calibration_and_offset(data_dir, tmp_path, nano64):

@@ -118,7 +118,6 @@ METHOD = Method(
     name="dpo",
     config_class=DPOConfig,
     data_kind=PREFERENCE_KIND,
-    description="the DPO family on preference pairs (--loss sigmoid|cdpo|robust|hinge|ipo|simpo)",
     prepare=prepare,
     step=dpo_step,
     eval_step=dpo_eval_step,

@@ -115,7 +115,6 @@ class Method:
     name: str
     config_class: type[TrainConfig]
     data_kind: str  # the `kind` of the dataset folders it trains on (`tasks.registry`)
-    description: str  # one line for `kinrl train --help`
     prepare: Callable[[Setup], Prepared]
     step: Callable[..., tuple[nnx.State, Any, Metrics]]  # see the module docstring
     eval_step: Callable[..., Metrics]  # (graphdef, params, batch, *, config) -> metrics

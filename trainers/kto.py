@@ -169,7 +169,6 @@ METHOD = Method(
     name="kto",
     config_class=KTOConfig,
     data_kind=FEEDBACK_KIND,
-    description="KTO on binary feedback (desirable/undesirable)",
     prepare=prepare,
     step=kto_step,
     eval_step=kto_eval_step,

@@ -19,7 +19,8 @@ if TYPE_CHECKING:
 METHODS: dict[str, tuple[type[TrainConfig], str, str]] = {
     "sft": (SFTConfig, "trainers.sft", "supervised fine-tuning on prompt/completion data"),
     "rm": (RewardModelConfig, "trainers.reward_model",
-           "a reward model (value head, Bradley-Terry loss) on preference pairs"),
+           "a reward model (value head, Bradley-Terry loss) on preference pairs; it stores "
+           "the reward offset"),
     "dpo": (DPOConfig, "trainers.dpo",
             "the DPO family on preference pairs (--loss sigmoid|cdpo|robust|hinge|ipo|simpo)"),
     "kto": (KTOConfig, "trainers.kto", "KTO on binary feedback (desirable/undesirable)"),

@@ -209,8 +209,6 @@ METHOD = Method(
     name="rm",
     config_class=RewardModelConfig,
     data_kind=PREFERENCE_KIND,
-    description="a reward model (value head, Bradley-Terry loss) on preference pairs; stores "
-    "the reward offset",
     prepare=prepare,
     step=reward_model_step,
     eval_step=reward_model_eval_step,

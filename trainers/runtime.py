@@ -3,8 +3,8 @@
 Host devices (`use_host_devices`): on a CPU-only machine JAX sees one device, and a decoding
 step (a few small matrix products per token) runs on one core. Splitting the host into one
 JAX device per core and the sampler's batch over them (`trainers.sampling.shard_rows`) runs
-the rows in parallel: 1.7x the tokens/s of one device on this project's 2-core machine.
-Training steps gained nothing (their matrix products already use every core), so only
+the rows in parallel (`benchmarks/bench_sampling.py --cpu-devices 1|2` measures the gain).
+Training steps gain nothing (their matrix products already use every core), so only
 `kinrl eval` asks for it. `$KINRL_CPU_DEVICES` overrides the count.
 
 The persistent compilation cache: XLA programs (a training step, a sampler) take seconds to
@@ -19,9 +19,9 @@ set, wins. The cache is trusted code: keep it in a folder only you can write to.
 Host memory (`limit_malloc_arenas`, `release_host_memory`): glibc gives each thread that
 allocates under contention its own heap arena (up to 8 per core), and XLA's compiler and
 runtime threads spread their short-lived buffers over them, so freed memory piles up in
-arenas the process never gives back. Two arenas cut a DPO run's peak resident memory by about
-a quarter on this project's machine at no measured cost in speed. `$KINRL_MALLOC_ARENAS`
-overrides the count (`0`: glibc's default).
+arenas the process never gives back. Two arenas lower a DPO run's peak resident memory
+(`benchmarks/bench_dpo.py` reports it; `docs/measurements.md` has the history).
+`$KINRL_MALLOC_ARENAS` overrides the count (`0`: glibc's default).
 """
 
 from __future__ import annotations
@@ -131,6 +131,16 @@ def limit_malloc_arenas(count: int | None = None) -> int | None:
     return count if libc.mallopt(_M_ARENA_MAX, count) == 1 else None
 
 
+def start_process(host_devices: bool = False) -> None:
+    """What a `kinrl` command sets before JAX starts: at most two malloc arenas, one device
+    per core if `host_devices`, and the persistent compilation cache. ValueError for a bad
+    `$KINRL_MALLOC_ARENAS` or `$KINRL_CPU_DEVICES`."""
+    limit_malloc_arenas()
+    if host_devices:
+        use_host_devices()
+    enable_compilation_cache()
+
+
 def trim_host_memory() -> None:
     """Hand the heap's free memory back to the system (glibc's `malloc_trim`; else nothing)."""
     libc = _glibc()
@@ -153,8 +163,8 @@ class CompiledPerShape:
     the program first runs.
 
     XLA's compiler frees hundreds of MB when it is done, but scattered over the heap, and the
-    first run's buffers then land above it: compiling and trimming before that run cut a DPO
-    run's peak resident memory by about 120 MB on this project's machine. The other arguments
+    first run's buffers then land above it: compiling and trimming before that run lowers the
+    peak resident memory (see `docs/measurements.md`). The other arguments
     (the run's state) must keep their shapes and shardings from call to call."""
 
     def __init__(self, jitted: Any) -> None:

@@ -363,7 +363,7 @@ def _one_host_copy(x: jax.Array, sharding: NamedSharding) -> jax.Array:
     """`x` replicated over CPU devices as one shared buffer: XLA:CPU adopts an aligned NumPy
     array in place, on every device it is put on, instead of copying it per device. Each
     decoding step reads all the weights, so one copy instead of one per device halves what
-    the two cores pull through the shared cache: 6-7% more tokens/s (an in-process A/B)."""
+    the cores pull through the shared cache (`docs/measurements.md` gives the measured gain)."""
     host = np.asarray(x)
     buffer = np.empty(host.nbytes + _ALIGN, np.uint8)
     start = -buffer.ctypes.data % _ALIGN
@@ -417,7 +417,7 @@ def generate(
         _int32(prompt_mask),
         key,
         # NumPy scalars: jit takes them as they are (jnp.asarray would make each a device
-        # array first, ~0.15 ms apiece).
+        # array first, one dispatch apiece).
         np.float32(temperature),
         np.int32(eos_id),
         np.int32(pad_id),

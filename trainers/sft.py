@@ -148,7 +148,6 @@ METHOD = Method(
     name="sft",
     config_class=SFTConfig,
     data_kind=EXAMPLES_KIND,
-    description="supervised fine-tuning on prompt/completion data",
     prepare=prepare,
     step=sft_step,
     eval_step=sft_eval_step,

@@ -4,7 +4,7 @@ The word-level tokenizer is a `tokenizers` model used through `FastTokenizer`, a
 with the few `transformers` tokenizer methods this code base calls (`tokenizer(texts,
 add_special_tokens=False)["input_ids"]`, `decode`, the special tokens and their ids,
 `save_pretrained`, `len`). It exists so that training and evaluation never import
-`transformers`, which imports torch (~200 MB of RSS and seconds of start-up per process).
+`transformers`, which imports torch (memory and seconds of start-up in every process).
 `save_pretrained` writes `tokenizer.json`, `tokenizer_config.json` (`tokenizer_class:
 "PreTrainedTokenizerFast"`) and `special_tokens_map.json`, which
 `transformers.AutoTokenizer.from_pretrained` loads with the same ids and special tokens.

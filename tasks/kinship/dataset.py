@@ -20,7 +20,13 @@ from tasks.io import (
 )
 from tasks.kinship.config import KinshipConfig
 from tasks.kinship.generator import make_example
-from tasks.kinship.pairs import FeedbackConfig, make_binary, make_pair
+from tasks.kinship.pairs import (
+    FeedbackConfig,
+    check_feedback_options,
+    feedback_config,
+    make_binary,
+    make_pair,
+)
 from tasks.kinship.splits import Holdouts, LeakCheck, family_fingerprint, plan_splits
 from tasks.kinship.stats import DatasetStats
 from tasks.registry import KINSHIP
@@ -182,12 +188,16 @@ def generate_dataset(
         stats = DatasetStats()
         leaks = LeakCheck()
         total = sum(p.size for p in plans)
+        # Closed on the way out, whatever stops the loop (Ctrl-C while a chunk is written): a
+        # suspended generator would keep its worker pool alive until garbage collection.
+        chunks = run_jobs(jobs, num_proc, total, progress)
         try:
-            for chunk in run_jobs(jobs, num_proc, total, progress):
+            for chunk in chunks:
                 writers.write(chunk)
                 leaks.add(chunk.split, chunk.fingerprints)
                 stats.merge(chunk.stats)
         finally:
+            chunks.close()
             writers.close()
         dropped = _resolve_leaks(tmp, fmt, leaks.leaks, [p.name for p in plans])
         for split, count in dropped.items():
@@ -232,23 +242,6 @@ def _on_sigterm(signum: int, frame: Any) -> None:
     raise _Terminated
 
 
-def feedback_config(options: dict[str, Any]) -> FeedbackConfig:
-    """The `FeedbackConfig` of `kinrl generate`'s feedback options (noise, annotator,
-    temperature, length_bias, position_bias, negative_weights, min_margin, desirable_ratio)."""
-    from tasks.feedback import AnnotatorConfig
-    from tasks.kinship.pairs import default_negative_weights, parse_ratio
-
-    weights = dict(default_negative_weights()) | (options.get("negative_weights") or {})
-    annotator = AnnotatorConfig(
-        model=options["annotator"], flip_rate=options["noise"],
-        temperature=options["temperature"], length_bias=options["length_bias"],
-        position_bias=options["position_bias"],
-    )  # fmt: skip
-    return FeedbackConfig(annotator=annotator, negative_weights=tuple(weights.items()),
-                          min_margin=options["min_margin"],
-                          desirable_fraction=parse_ratio(options["desirable_ratio"]))  # fmt: skip
-
-
 def generate_command(
     out: str | Path,
     difficulty: int,
@@ -272,7 +265,9 @@ def generate_command(
     holdouts = Holdouts(hops=holdout_hops, relations=holdout_relations, names=holdout_names)
     fractions = {k: kwargs[k] for k in ("validation_fraction", "test_fraction") if k in kwargs}
     plan_splits(config, n, holdouts=holdouts, **fractions)
-    feedback_cfg = feedback_config(feedback) if feedback is not None else None
+    check_feedback_options(kwargs.get("kind", "examples"), feedback or {})
+    examples = kwargs.get("kind", "examples") == "examples"
+    feedback_cfg = None if examples else feedback_config(feedback or {})
     check_output_folder(out, overwrite)  # last: the other errors come first
     main_thread = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, _on_sigterm) if main_thread else None

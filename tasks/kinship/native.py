@@ -96,7 +96,7 @@ if ENGINE == "python" and any(_compiled_file(HERE, name) for name in COMPILED):
         os.environ["KINRL_STALE_BUILD_WARNED"] = "1"  # once: not again in worker processes
         warnings.warn(
             f"kinrl: the compiled kinship generator is out of date ({REASON}); running the "
-            "Python sources, about 40% slower. Rebuild it with `pip install -e .`.",
+            "Python sources, which are slower. Rebuild it with `pip install -e .`.",
             RuntimeWarning,
             stacklevel=1,
         )

@@ -89,6 +89,44 @@ def parse_ratio(text: str) -> float:
     return desirable / (desirable + undesirable)
 
 
+# `kinrl generate`'s feedback options: name -> (default, help). Given away from its default
+# with a --kind it has no effect on, an option is refused (`check_feedback_options`).
+FEEDBACK_OPTIONS: dict[str, tuple[Any, str]] = {
+    "noise": (0.0, "label flip rate 0..0.5"),
+    "annotator": ("exact", "base model: exact or bradley_terry"),
+    "temperature": (0.1, "Bradley-Terry temperature, > 0"),
+    "length_bias": (0.0, "probability the longer completion wins outright, 0..1"),
+    "position_bias": (0.0, "probability the first-shown one wins outright, 0..1"),
+    "negative_weights": (None, "KIND=W,... weights of negative kinds (unlisted kinds keep "
+                         "their default)"),
+    "min_margin": (0.0, "minimum gold-reward gap, 0..1"),
+    "desirable_ratio": ("1:1", "D:U share of desirable completions (--kind feedback)"),
+}  # fmt: skip
+
+
+def check_feedback_options(kind: str, options: dict[str, Any]) -> None:
+    """ValueError for a feedback option set away from its default where it has no effect."""
+    for name, (default, _) in FEEDBACK_OPTIONS.items():
+        applies = ("feedback",) if name == "desirable_ratio" else ("preference", "feedback")
+        if options.get(name, default) != default and kind not in applies:
+            kinds = " or ".join(applies)
+            raise ValueError(f"--{name.replace('_', '-')} applies to --kind {kinds} only")
+
+
+def feedback_config(options: dict[str, Any]) -> FeedbackConfig:
+    """The `FeedbackConfig` of the `FEEDBACK_OPTIONS` (missing ones at their defaults)."""
+    options = {name: default for name, (default, _) in FEEDBACK_OPTIONS.items()} | options
+    weights = dict(default_negative_weights()) | (options["negative_weights"] or {})
+    annotator = AnnotatorConfig(
+        model=options["annotator"], flip_rate=options["noise"],
+        temperature=options["temperature"], length_bias=options["length_bias"],
+        position_bias=options["position_bias"],
+    )  # fmt: skip
+    return FeedbackConfig(annotator=annotator, negative_weights=tuple(weights.items()),
+                          min_margin=options["min_margin"],
+                          desirable_fraction=parse_ratio(options["desirable_ratio"]))  # fmt: skip
+
+
 def _streams(seed: int, index: int) -> tuple[random.Random, np.random.Generator]:
     negatives = random.Random(f"kinrl/kinship/negative/{seed}/{index}")
     annotator = np.random.default_rng([seed, index, _ANNOTATOR_STREAM])
