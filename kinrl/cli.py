@@ -21,6 +21,7 @@ from kinrl.options import (
     UsageError,
     add_config_options,
     as_option,
+    csv,
     given,
     integer,
     key_values,
@@ -73,7 +74,7 @@ def _add_generate(commands: Any) -> None:
                      help="train on hops <= K; test_hops > K (K in min_hops..11)")  # fmt: skip
     gen.add_argument(
         "--holdout-relations",
-        type=lambda t: tuple(filter(None, t.split(","))),
+        type=csv,
         default=(),
         metavar="FAMILY,...",
         help="relation families kept out of train; test_relations has only them",

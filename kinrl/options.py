@@ -59,7 +59,7 @@ def integer(low: int, high: int | None, allowed: str) -> Any:
 def key_values(text: str) -> dict[str, float]:
     """An argparse type for `a=1,b=2.5` -> {"a": 1.0, "b": 2.5}."""
     out = {}
-    for part in _csv(text):
+    for part in csv(text):
         name, _, value = part.partition("=")
         try:
             out[name.strip()] = float(value)
@@ -74,7 +74,7 @@ def flag(name: str) -> str:
     return "--" + name.replace("_", "-")
 
 
-def _csv(text: str) -> tuple[str, ...]:
+def csv(text: str) -> tuple[str, ...]:
     return tuple(part.strip() for part in text.split(",") if part.strip())
 
 
@@ -102,7 +102,7 @@ def add_config_options(
             group.add_argument(flag(f.name), type=float, nargs=len(typing.get_args(kind)),
                                metavar="W", **common)  # fmt: skip
         else:
-            group.add_argument(flag(f.name), type=_csv, metavar="A,B", **common)
+            group.add_argument(flag(f.name), type=csv, metavar="A,B", **common)
 
 
 def given(args: argparse.Namespace, config_class: type, skip: tuple[str, ...] = ()) -> dict:
@@ -123,4 +123,5 @@ def as_option(message: str, parser: argparse.ArgumentParser) -> str:
         first = match.start() == 0
         return flag(word) if (first or "_" in word) and flag(word) in options else word
 
-    return re.sub(r"(?<![-\w.])[a-z][a-z0-9_]*(?![\w-])", option, message)
+    # Whole words only: not inside a path, a quoted value or `0..steps-1`.
+    return re.sub(r"(?<![^\s(])[a-z][a-z0-9_]*(?=[\s,;:)]|$)", option, message)

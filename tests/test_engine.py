@@ -204,3 +204,17 @@ def test_sft_defaults_are_the_documented_recipe():
     config = SFTConfig()
     assert (config.steps, config.learning_rate, config.prompt_loss_weight) == (4500, 3e-3, 1.0)
     assert (config.batch_size, config.pack_width, config.warmup_steps) == (32, 128, 100)
+
+
+def test_error_messages_name_options_but_leave_paths_and_values_alone():
+    from kinrl.cli import build_parser
+    from kinrl.options import as_option
+
+    dpo = build_parser().parse_args(["train", "dpo", "--data", "d", "--out", "o"]).parser
+    assert as_option("batch_size * grad_accum = 64 exceeds", dpo) == (
+        "--batch-size * --grad-accum = 64 exceeds"
+    )
+    kept = "data/l1 holds 'kinship/examples' data; runs/batch_size (got 'pack_pairs') 0..steps-1"
+    assert as_option(kept, dpo) == kept
+    args = build_parser().parse_args(["generate", "--out", "x", "--holdout-relations", "a, b"])
+    assert args.holdout_relations == ("a", "b")

@@ -42,6 +42,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 from flax import nnx
+from jax.experimental import multihost_utils
 from jax.sharding import Mesh
 from tqdm import tqdm
 
@@ -310,7 +311,7 @@ def _engine_step(
     root_key: jax.Array,
     batch: Any,
 ) -> tuple[TrainState, Metrics]:
-    key = jax.random.fold_in(root_key, state.step)
+    key = jax.random.fold_in(jax.random.wrap_key_data(root_key), state.step)
     params, opt_state, metrics = method_step(graphdef, state.params, state.opt_state, batch, key)
     return TrainState(params, opt_state, state.step + 1), metrics
 
@@ -359,7 +360,8 @@ class Run:
 
     def compiled_step(self, state: TrainState) -> tuple[CompiledPerShape, jax.Array]:
         """The loop's jitted step `step(graphdef, state, root_key, batch) -> (state, metrics)`
-        (state donated, laid out as `state`), with the run's root key."""
+        (state donated, laid out as `state`), with the run's root key (as raw key data, put
+        on every host's devices alike)."""
         config, mesh = self.setup.config, self.setup.mesh
         method_step = functools.partial(self.method.step, config=config,
                                         optimizer=make_optimizer(config))  # fmt: skip
@@ -368,7 +370,8 @@ class Run:
             functools.partial(_engine_step, method_step), static_argnums=0, donate_argnums=1,
             out_shardings=(state_sh, replicated(mesh)),
         ))  # fmt: skip
-        return step_fn, jax.device_put(jax.random.key(config.seed), replicated(mesh))
+        root = np.asarray(jax.random.key_data(jax.random.key(config.seed)))
+        return step_fn, put_global(root, replicated(mesh))
 
     def evaluate(self, params: nnx.State | None = None,
                  held_out: list[tuple[Any, int]] | None = None) -> dict[str, float]:  # fmt: skip
@@ -487,7 +490,7 @@ def _place(
     else:
         step, params, opt_state, meta = restored
         position = meta["data_position"]
-    step_array = jax.device_put(jnp.asarray(step, jnp.int32), replicated(setup.mesh))
+    step_array = put_global(np.int32(step), replicated(setup.mesh))
     return graphdef, TrainState(params, opt_state, step_array), position
 
 
@@ -511,8 +514,16 @@ class _StopRequest:
         return self
 
     def __exit__(self, *exc: Any) -> None:
-        for signum, handler in self._previous.items():
-            signal.signal(signum, handler)
+        for signum, handler in self._previous.items():  # None: not set from Python
+            signal.signal(signum, signal.SIG_DFL if handler is None else handler)
+
+    def everywhere(self) -> bool:
+        """Whether any process was asked to stop: with several hosts, all of them must stop
+        (and save) at the same step, so they agree on it after every step."""
+        if jax.process_count() == 1:
+            return self.requested
+        flags = multihost_utils.process_allgather(np.asarray(self.requested))
+        return bool(np.any(flags))
 
 
 class _Logger:
@@ -617,9 +628,10 @@ def _loop(run: Run, graphdef: nnx.GraphDef, state: TrainState, position: int,
                 logger.flush()
                 figures = _evaluate(method, config, eval_fn, graphdef, state.params, prepared)
                 logger.write_eval(done, figures)
-            if done % config.save_interval == 0 or last or stop.requested:
+            stopping = stop.everywhere()
+            if done % config.save_interval == 0 or last or stopping:
                 save(done)
-            if stop.requested:
+            if stopping:
                 bar.close()
                 raise Interrupted(done)
     bar.close()
