@@ -218,3 +218,13 @@ def test_error_messages_name_options_but_leave_paths_and_values_alone():
     assert as_option(kept, dpo) == kept
     args = build_parser().parse_args(["generate", "--out", "x", "--holdout-relations", "a, b"])
     assert args.holdout_relations == ("a", "b")
+
+
+def test_load_records_limit_is_the_prefix(folders, tmp_path):
+    from trainers.data import load_records
+
+    whole = load_records(folders["examples"], "train")
+    assert load_records(folders["examples"], "train", limit=5) == whole[:5]
+    parquet = tmp_path / "parquet"
+    generate_dataset(parquet, KinshipConfig.for_level(1), 40, seed=3, fmt="parquet", progress=False)
+    assert load_records(parquet, "train", limit=5) == load_records(parquet, "train")[:5]

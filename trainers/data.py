@@ -64,11 +64,11 @@ def has_split(data_dir: str | Path, split: str) -> bool:
 
 
 def load_records(
-    data_dir: str | Path, split: str, kind: str = EXAMPLES_KIND
+    data_dir: str | Path, split: str, kind: str = EXAMPLES_KIND, limit: int | None = None
 ) -> list[dict[str, Any]]:
-    """All records of one split of a dataset folder of `kind`. ValueError for another kind, a
-    file that does not parse, or a record without one of `RECORD_FIELDS[kind]`, naming the
-    file and the line."""
+    """All records of one split of a dataset folder of `kind` (the first `limit` only, read
+    no further, when given). ValueError for another kind, a file that does not parse, or a
+    record without one of `RECORD_FIELDS[kind]`, naming the file and the line."""
     read_data_config(data_dir, kind)
     path = split_path(data_dir, split)
     fields = RECORD_FIELDS.get(kind, ())
@@ -83,10 +83,12 @@ def load_records(
         missing = [f for f in fields if f not in table.column_names]
         if missing:
             raise ValueError(f"{path} lacks the column(s) {', '.join(missing)} of {kind}")
-        return table.to_pylist()
-    records = []
+        return table.slice(0, limit).to_pylist()
+    records: list[dict[str, Any]] = []
     with path.open(encoding="utf-8") as f:
         for number, line in enumerate(f, start=1):
+            if limit is not None and len(records) >= limit:
+                break
             if not line.strip():
                 continue
             try:

@@ -59,7 +59,7 @@ from trainers.checkpoint import (
     load_run,
 )
 from trainers.config import GPTConfig, TrainConfig
-from trainers.data import read_data_config, split_path
+from trainers.data import load_records, read_data_config, split_path
 from trainers.hf import from_hf
 from trainers.model import GPT, abstract_model, init_model
 from trainers.runtime import CompiledPerShape
@@ -236,10 +236,8 @@ def init_from(init: str, config: TrainConfig) -> tuple[GPT, GPTConfig, Any]:
     with this run's compute dtype and remat. ValueError when it cannot be loaded, or has no
     usable tokenizer."""
     model, cfg, tokenizer = _load_init(init)
-    probe = tokenizer("Ann is Bob's mother.", add_special_tokens=False)["input_ids"]
-    if len(tokenizer) <= 1 or tokenizer.eos_token_id is None or not probe:
-        raise ValueError(f"--init {init} has no usable tokenizer (no tokenizer.json or "
-                         "vocabulary files with an end-of-sequence token)")  # fmt: skip
+    if len(tokenizer) <= 1 or tokenizer.eos_token_id is None:
+        raise ValueError(_NO_TOKENIZER.format(init=init))
     new_cfg = config.model_config(cfg.vocab_size, base=cfg)
     if len(tokenizer) > new_cfg.vocab_size:
         raise ValueError(f"--init {init}: its tokenizer is larger than the model's vocabulary")
@@ -247,23 +245,29 @@ def init_from(init: str, config: TrainConfig) -> tuple[GPT, GPTConfig, Any]:
     return nnx.merge(graphdef, nnx.state(model)), new_cfg, tokenizer
 
 
+_NO_TOKENIZER = ("--init {init} has no usable tokenizer (no tokenizer.json or vocabulary "
+                 "files with an end-of-sequence token)")  # fmt: skip
+
+
 def check_init_fits(init: str, method: Method, cfg: GPTConfig, tokenizer: Any,
                     records: list[dict[str, Any]]) -> None:  # fmt: skip
-    """ValueError unless the `--init` model can be trained by `method` on `records`: a
-    policy method needs a policy (not a reward model), the tokenizer must know the data's
-    words and every record must fit the context."""
+    """ValueError unless the `--init` model can be trained by `method` on `records` (a sample
+    of its training data): a policy method needs a policy (not a reward model), and the
+    tokenizer must turn the data's text into tokens, all known and inside the vocabulary."""
     if method.policy and cfg.value_head:
         raise ValueError(f"--init {init} is a reward model (it has a value head); "
                          f"{method.name} trains a policy: start from an SFT run or a GPT-2 "
                          "checkpoint")  # fmt: skip
-    texts = [value for r in records[:256] for key, value in r.items()
-             if key in ("prompt", "completion", "chosen", "rejected")]  # fmt: skip
+    texts = [value for r in records for key, value in r.items()
+             if key in ("prompt", "completion", "chosen", "rejected") and value]  # fmt: skip
     unknown = sorted({word for text in texts for word in unknown_words(tokenizer, text)})
     if unknown:
         shown = ", ".join(unknown[:3])
         raise ValueError(f"--init {init}: its tokenizer does not know words of the data "
                          f"({shown}, ...); train from a run made on this task")  # fmt: skip
-    ids = tokenizer([t for t in texts if t], add_special_tokens=False)["input_ids"]
+    ids = tokenizer(texts, add_special_tokens=False)["input_ids"] if texts else []
+    if not all(ids):  # a vocabulary that reads the text as nothing at all
+        raise ValueError(_NO_TOKENIZER.format(init=init))
     if any(i >= cfg.vocab_size for seq in ids for i in seq):
         raise ValueError(f"--init {init}: its tokenizer gives ids beyond the model's "
                          f"vocabulary of {cfg.vocab_size}")  # fmt: skip
@@ -275,11 +279,11 @@ def _check_fits_context(init: str | None, cfg: GPTConfig, prepared: Prepared) ->
     dropped, kept = prepared.dropped, prepared.examples
     if init is None or not dropped:
         return
+    total = dropped + kept
     if dropped > kept:
-        total = dropped + kept
         raise ValueError(f"--init {init}: {dropped} of the {total} training examples are longer "
                          f"than its context of {cfg.n_positions} positions")  # fmt: skip
-    print(f"kinrl: warning: {dropped} of the {dropped + kept} training examples are longer than "
+    print(f"kinrl: warning: {dropped} of the {total} training examples are longer than "
           f"the context of {cfg.n_positions} positions and are left out",
           file=sys.stderr)  # fmt: skip
 
@@ -419,9 +423,7 @@ def open_run(
         check_same_run(run, record)
     if init is not None:
         model, cfg, tokenizer = init_from(init, config)
-        from trainers.data import load_records
-
-        sample = load_records(data_dir, "train", method.data_kind)[:256]
+        sample = load_records(data_dir, "train", method.data_kind, limit=256)
         check_init_fits(init, method, cfg, tokenizer, sample)
     else:
         tokenizer = kinship_tokenizer(data_config.get("config", {}).get("locale", "en_US"))
