@@ -269,3 +269,25 @@ def test_rejects_bad_arguments(split_model, prompts):
         generate(
             *split_model, prompt_ids[0], prompt_mask[0], key, max_new_tokens=2, eos_id=1, pad_id=0
         )
+
+
+@pytest.mark.parametrize("greedy", [False, True])
+def test_group_shares_one_prefill_and_equals_repeated_prompts(split_model, prompts, greedy):
+    """group=G from one prefill per prompt gives exactly the samples of each prompt repeated G
+    times (row p * G + g), and the same log-probs."""
+    prompt_ids, prompt_mask = prompts
+    G = 4
+    kw = dict(max_new_tokens=N_NEW, eos_id=NEVER, pad_id=PAD, greedy=greedy, temperature=0.9)
+    key = jax.random.key(3)
+    grouped = generate(*split_model, prompt_ids, prompt_mask, key, group=G, **kw)
+    repeated = generate(*split_model, jnp.repeat(prompt_ids, G, axis=0),
+                        jnp.repeat(prompt_mask, G, axis=0), key, **kw)  # fmt: skip
+    assert grouped.tokens.shape == (3 * G, N_NEW)
+    np.testing.assert_array_equal(grouped.tokens, repeated.tokens)
+    np.testing.assert_array_equal(grouped.lengths, repeated.lengths)
+    np.testing.assert_allclose(grouped.raw_logprobs, repeated.raw_logprobs, atol=1e-5)
+    np.testing.assert_allclose(grouped.logprobs, repeated.logprobs, atol=1e-5)
+    if not greedy:  # G different samples of one prompt
+        assert len({tuple(np.asarray(grouped.tokens[g])) for g in range(G)}) > 1
+    with pytest.raises(ValueError, match="group"):
+        generate(*split_model, prompt_ids, prompt_mask, key, group=0, **kw)

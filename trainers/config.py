@@ -4,8 +4,11 @@
 * `TrainConfig`: the fields every training method shares (optimisation, logging, checkpoints,
   sharding) and the one validator. A method's config subclasses it, adds its own fields and,
   where its defaults differ, re-declares a field with `default_of(TrainConfig, name, value)`.
-* `SFTConfig`, `RewardModelConfig`, `DPOConfig`, `KTOConfig`: the methods' configs (their steps
-  are in `trainers/sft.py`, `reward_model.py`, `dpo.py`, `kto.py`).
+* `OfflineConfig` (batches of a fixed dataset) and `OnlineConfig` (rollouts of the policy's own
+  samples) split it by how a step gets its data.
+* `SFTConfig`, `RewardModelConfig`, `DPOConfig`, `KTOConfig`; `GRPOConfig`, `RLOOConfig`,
+  `PPOConfig`, `OnlineDPOConfig`: the methods' configs (their steps are in `trainers/sft.py`,
+  `reward_model.py`, `dpo.py`, `kto.py`, `grpo.py`, `rloo.py`, `ppo.py`, `online_dpo.py`).
 
 Each field is an `option(help, default, check)`: `help` is its `--help` line, `check` a
 (predicate, "what is allowed") pair. `TrainConfig.__post_init__` checks every field of any
@@ -174,8 +177,6 @@ class TrainConfig:
         (lambda v: v in PRESETS, f"one of {', '.join(PRESETS)}"),  # PRESETS may grow
     )
     steps: int = option("optimizer steps, >= 1", 300, at_least(1))
-    batch_size: int = option("examples per micro-batch, >= 1", 32, at_least(1))
-    grad_accum: int = option("micro-batches per optimizer step, >= 1", 1, at_least(1))
     learning_rate: float = option("peak learning rate, > 0", 1e-4, POSITIVE)
     warmup_steps: int = option("linear warm-up steps, 0..steps-1", 10)
     min_lr_ratio: float = option("final / peak learning rate of the cosine decay, 0..1", 0.1, UNIT)
@@ -200,12 +201,6 @@ class TrainConfig:
         "steps between checkpoints (the last step and Ctrl-C always save)", 500, at_least(1)
     )
     keep_checkpoints: int = option("checkpoints kept on disk (the newest), >= 1", 2, at_least(1))
-    length_grouping: int = option(
-        "batches per length-sorted window (less padding, but batches of alike examples learn "
-        "slower; 1 = plain shuffle), >= 1",
-        1,
-        at_least(1),
-    )
     fsdp_devices: int = option(
         "devices on the mesh's fsdp axis (the rest is data), >= 1", 1, at_least(1)
     )
@@ -225,6 +220,19 @@ class TrainConfig:
         """Checks that relate fields (subclasses extend it)."""
         warmup = self.warmup_steps
         require(0 <= warmup < self.steps, "warmup_steps", "in 0..steps-1", warmup)
+
+    def step_rows(self) -> int:
+        """Rows of one micro-batch, which the mesh's data devices split between them."""
+        raise NotImplementedError
+
+    def step_examples(self) -> int:
+        """Training examples one step consumes (an epoch is the training set's count)."""
+        raise NotImplementedError
+
+    def updates_per_step(self) -> int:
+        """Optimizer updates one step makes (the online methods make several per rollout);
+        the learning-rate schedule counts updates."""
+        return 1
 
     @classmethod
     def from_options(cls, **given: Any) -> TrainConfig:
@@ -249,7 +257,27 @@ class TrainConfig:
 
 
 @dataclass(frozen=True)
-class SFTConfig(TrainConfig):
+class OfflineConfig(TrainConfig):
+    """The methods that train on a fixed dataset, in shuffled batches of its examples."""
+
+    batch_size: int = option("examples per micro-batch, >= 1", 32, at_least(1))
+    grad_accum: int = option("micro-batches per optimizer step, >= 1", 1, at_least(1))
+    length_grouping: int = option(
+        "batches per length-sorted window (less padding, but batches of alike examples learn "
+        "slower; 1 = plain shuffle), >= 1",
+        1,
+        at_least(1),
+    )
+
+    def step_rows(self) -> int:
+        return self.batch_size
+
+    def step_examples(self) -> int:
+        return self.batch_size * self.grad_accum
+
+
+@dataclass(frozen=True)
+class SFTConfig(OfflineConfig):
     """Supervised fine-tuning (`trainers/sft.py`). The defaults are the recipe the README
     measures (nano from scratch on level 1)."""
 
@@ -292,7 +320,7 @@ PACK_PAIRS_HELP = (
 
 
 @dataclass(frozen=True)
-class PreferenceConfig(TrainConfig):
+class PreferenceConfig(OfflineConfig):
     """The fields of the methods that train on preference data or binary feedback."""
 
     length_grouping: int = option(
@@ -369,6 +397,226 @@ class KTOConfig(PreferenceConfig):
         require(self.length_grouping == 1, "length_grouping", why, self.length_grouping)
         why = "an integer >= 2 for KTO (z pairs held-out examples)"
         require(self.eval_examples >= 2, "eval_examples", why, self.eval_examples)
+
+
+KL_ESTIMATORS = ("k1", "k2", "k3")  # trainers.estimators.kl_estimates
+GRPO_LOSS_TYPES = ("grpo", "dr_grpo", "dapo", "bnpo")  # trainers.policy_gradient.aggregate
+SCALE_REWARDS = ("group", "batch", "none")  # trainers.estimators.group_advantages
+
+
+def _reward_source(value: Any) -> bool:
+    return value == "gold" or (isinstance(value, str) and value.startswith("rm:") and
+                               len(value) > 3)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class OnlineConfig(TrainConfig):
+    """The methods that learn from their own samples (`trainers/online.py`): each step
+    samples `group_size` completions of `prompts_per_step` training prompts, scores them,
+    then makes the method's updates on them."""
+
+    steps: int = default_of(TrainConfig, "steps", 200)
+    learning_rate: float = default_of(TrainConfig, "learning_rate", 2e-4)
+    warmup_steps: int = default_of(TrainConfig, "warmup_steps", 0)
+    min_lr_ratio: float = default_of(TrainConfig, "min_lr_ratio", 1.0)
+    eval_interval: int = default_of(TrainConfig, "eval_interval", 50)
+    eval_examples: int = default_of(TrainConfig, "eval_examples", 256)
+    save_interval: int = default_of(TrainConfig, "save_interval", 50)
+    reward: str = option(
+        "what is optimised: gold (the task's exact score) or rm:RUN (a reward model run, the "
+        "proxy; the gold reward is still logged)",
+        "gold",
+        (_reward_source, "gold or rm:RUN"),
+    )
+    missing_answer_penalty: float = option(
+        "subtracted from the reward of a completion with no parsable 'Answer:' line, >= 0",
+        1.0,
+        NON_NEGATIVE,
+    )
+    prompts_per_step: int = option("training prompts sampled per step, >= 1", 16, at_least(1))
+    group_size: int = option("completions sampled per prompt, >= 1", 8, at_least(1))
+    max_new_tokens: int = option("most tokens sampled per completion, >= 1", 64, at_least(1))
+    temperature: float = option(
+        "sampling temperature, > 0 (log-probs are of the tempered policy)", 1.0, POSITIVE
+    )
+    minibatches: int = option(
+        "optimizer updates per pass over a step's samples (its prompts split evenly), >= 1",
+        1,
+        at_least(1),
+    )
+    beta: float = option("KL coefficient towards the initial (reference) policy, >= 0", 0.04,
+                         NON_NEGATIVE)  # fmt: skip
+    kl_estimator: str = option(
+        "KL estimate the penalty uses: k1 (log p/q), k2 ((log p/q)^2 / 2), k3 (q/p - 1 - log q/p)",
+        "k3",
+        one_of(KL_ESTIMATORS),
+    )
+    kl_in: str = option(
+        "where the penalty goes: reward (subtracted from the reward, no gradient through it) "
+        "or loss (added to the loss, differentiated)",
+        "loss",
+        one_of(("reward", "loss")),
+    )
+
+    def check(self) -> None:
+        super().check()
+        P, M = self.prompts_per_step, self.minibatches
+        require(P % M == 0, "prompts_per_step", f"a multiple of minibatches ({M})", P)
+
+    def step_rows(self) -> int:
+        return self.prompts_per_step // self.minibatches  # a packed row per prompt
+
+    def step_examples(self) -> int:
+        return self.prompts_per_step
+
+    def updates_per_step(self) -> int:
+        return self.minibatches
+
+    @property
+    def reward_model(self) -> str | None:
+        """The reward-model run of `--reward rm:RUN`, or None for the gold reward."""
+        return self.reward[3:] if self.reward.startswith("rm:") else None
+
+
+@dataclass(frozen=True)
+class PolicyGradientConfig(OnlineConfig):
+    """What GRPO and RLOO share: a clipped importance-ratio loss over reused rollouts."""
+
+    epsilon: float = option("lower clip of the importance ratio (1 - epsilon), 0..1", 0.2, UNIT)
+    epsilon_high: float = option(
+        "upper clip (1 + epsilon_high; DAPO's clip-higher); negative = epsilon", -1.0
+    )
+    num_iterations: int = option(
+        "passes over each rollout (more than 1 reuses it, with the importance ratio), >= 1",
+        1,
+        at_least(1),
+    )
+    mask_truncated: bool = option("leave completions cut at max_new_tokens out of the loss", False)
+
+    def updates_per_step(self) -> int:
+        return self.minibatches * self.num_iterations
+
+    @property
+    def clip_high(self) -> float:
+        return self.epsilon if self.epsilon_high < 0 else self.epsilon_high
+
+
+@dataclass(frozen=True)
+class GRPOConfig(PolicyGradientConfig):
+    """GRPO (`trainers/grpo.py`; Shao et al. 2024, with the variants TRL offers)."""
+
+    loss_type: str = option(
+        "aggregation over tokens and sequences: grpo (per-sequence token means), dr_grpo "
+        "(token sums / max_new_tokens), dapo (one mean over the step's tokens), bnpo (a "
+        "mean over the update's tokens)",
+        "grpo",
+        one_of(GRPO_LOSS_TYPES),
+    )
+    scale_rewards: str = option(
+        "divide advantages by the reward standard deviation of the group, the batch, or "
+        "none (Dr. GRPO)",
+        "group",
+        one_of(SCALE_REWARDS),
+    )
+    sequence_ratio: bool = option(
+        "GSPO: one importance ratio per sequence (the geometric mean of its tokens')", False
+    )
+    drop_zero_variance: bool = option(
+        "leave groups whose rewards are all equal out of the loss (they carry no signal)",
+        False,
+    )
+
+    def check(self) -> None:
+        super().check()
+        why = "an integer >= 2 for GRPO (advantages compare a prompt's samples)"
+        require(self.group_size >= 2, "group_size", why, self.group_size)
+
+
+@dataclass(frozen=True)
+class RLOOConfig(PolicyGradientConfig):
+    """RLOO (`trainers/rloo.py`; Ahmadian et al. 2024): k samples, a leave-one-out baseline,
+    the sequence KL folded into the reward."""
+
+    group_size: int = default_of(OnlineConfig, "group_size", 4)
+    beta: float = default_of(OnlineConfig, "beta", 0.05)
+    kl_estimator: str = default_of(OnlineConfig, "kl_estimator", "k1")
+    kl_in: str = default_of(OnlineConfig, "kl_in", "reward")
+
+    def check(self) -> None:
+        super().check()
+        why = "an integer >= 2 for RLOO (the baseline is the other samples' mean)"
+        require(self.group_size >= 2, "group_size", why, self.group_size)
+
+
+@dataclass(frozen=True)
+class PPOConfig(OnlineConfig):
+    """PPO (`trainers/ppo.py`), with the TL;DR reproduction's details (Huang et al. 2024)."""
+
+    group_size: int = default_of(OnlineConfig, "group_size", 1)
+    minibatches: int = default_of(OnlineConfig, "minibatches", 2)
+    beta: float = default_of(OnlineConfig, "beta", 0.05)
+    kl_estimator: str = default_of(OnlineConfig, "kl_estimator", "k1")
+    kl_in: str = default_of(OnlineConfig, "kl_in", "reward")
+    ppo_epochs: int = option("passes over each rollout's minibatches, >= 1", 4, at_least(1))
+    epsilon: float = option("policy ratio clip, 0..1", 0.2, UNIT)
+    value_clip: float = option("value clip around the old values, >= 0", 0.2, NON_NEGATIVE)
+    value_coef: float = option("weight of the value loss, >= 0", 0.1, NON_NEGATIVE)
+    gamma: float = option("discount, 0..1", 1.0, UNIT)
+    lam: float = option("GAE lambda, 0..1", 0.95, UNIT)
+    whiten_advantages: bool = option("standardise the advantages of each rollout", True)
+    value_model: str = option(
+        "separate (a value model: the reward model's weights with --reward rm:RUN, else the "
+        "policy's with a fresh head) or head (a value head on the policy's own trunk)",
+        "separate",
+        one_of(("separate", "head")),
+    )
+    adaptive_kl: bool = option("steer the KL coefficient towards kl_target (Ziegler et al.)",
+                               False)  # fmt: skip
+    kl_target: float = option("target sequence KL of the adaptive coefficient, > 0", 6.0,
+                              POSITIVE)  # fmt: skip
+    kl_horizon: float = option("horizon of the adaptive coefficient, in prompts, > 0", 10000.0,
+                               POSITIVE)  # fmt: skip
+    target_approx_kl: float = option(
+        "stop a rollout's updates once the approximate KL to its sampling policy passes this "
+        "(0 = never)",
+        0.0,
+        NON_NEGATIVE,
+    )
+
+    def updates_per_step(self) -> int:
+        return self.minibatches * self.ppo_epochs
+
+
+@dataclass(frozen=True)
+class OnlineDPOConfig(OnlineConfig):
+    """Online DPO (`trainers/online_dpo.py`; Guo et al. 2024): two samples per prompt,
+    labelled by the simulated annotator on the gold reward (or by `--reward rm:RUN`), then a
+    DPO-family loss on the pair."""
+
+    group_size: int = default_of(OnlineConfig, "group_size", 2)
+    beta: float = default_of(OnlineConfig, "beta", 0.1)
+    loss: str = option(f"preference loss: {', '.join(DPO_LOSS_NAMES)}", "sigmoid",
+                       one_of(DPO_LOSS_NAMES))  # fmt: skip
+    label_smoothing: float = option("assumed label-flip rate (cdpo, robust), 0..<0.5", 0.0,
+                                    number(lambda v: 0 <= v < 0.5, "in [0, 0.5)"))  # fmt: skip
+    gamma: float = option("SimPO target reward margin, >= 0", 0.5, NON_NEGATIVE)
+    noise: float = option("simulated annotator: label flip rate, 0..0.5", 0.0,
+                          number(lambda v: 0 <= v <= 0.5, "a number in 0..0.5"))  # fmt: skip
+    annotator: str = option("simulated annotator's base model: exact or bradley_terry", "exact",
+                            one_of(("exact", "bradley_terry")))  # fmt: skip
+    annotator_temperature: float = option("Bradley-Terry temperature, > 0", 0.1, POSITIVE)
+    length_bias: float = option("probability the longer completion wins outright, 0..1", 0.0,
+                                UNIT)  # fmt: skip
+    position_bias: float = option("probability the first completion wins outright, 0..1", 0.0,
+                                  UNIT)  # fmt: skip
+
+    def check(self) -> None:
+        super().check()
+        why = "2 for online DPO (a pair per prompt)"
+        require(self.group_size == 2, "group_size", why, self.group_size)
+        if self.loss not in ("cdpo", "robust"):
+            why = "0 unless loss is cdpo or robust"
+            require(self.label_smoothing == 0, "label_smoothing", why, self.label_smoothing)
 
 
 def check_hosts(address: str | None, num_processes: int | None, process_id: int | None) -> None:

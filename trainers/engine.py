@@ -99,10 +99,21 @@ class Prepared(NamedTuple):
     sharding: Any  # shardings of one batch (a pytree like it)
     held_out: list[tuple[Any, int]]  # one-micro-batch batches, each with its real examples
     examples: int  # training examples (an epoch)
-    tokens: Callable[[Any], int] | None = None  # non-pad tokens of a host batch (tokens/s)
+    rate: tuple[str, Callable[[Any], int]] | None = None  # ("tokens", non-pad tokens of a host
+    # batch): logged as train/tokens_per_s; None: train/examples_per_s
     dropped: int = 0  # training records left out for not fitting the context
     data: dict[str, Any] = {}  # what was prepared (splits, reference log-probs), to inspect  # noqa: RUF012
     summary: dict[str, Any] = {}  # extra figures for the run summary  # noqa: RUF012
+    # The online methods' hooks (`trainers/online.py`); None for the offline ones:
+    rollout: Callable[[nnx.GraphDef, nnx.State, Any, int], tuple[Any, Metrics]] | None = None
+    # (graphdef, current params, host batch of prompts, step) -> (the step's batch: samples
+    # scored, with their reference log-probs; metrics of the rollout)
+    evaluate: Callable[[nnx.GraphDef, nnx.State], dict[str, float]] | None = None
+    # held-out figures of params, replacing eval_step + Method.evaluate over held_out
+    opt_state: Callable[[optax.GradientTransformation, nnx.State], Any] | None = None
+    # the state the step carries beside the params (default: optimizer.init(params)); PPO's
+    # holds the value model and the KL coefficient too
+    step_kwargs: dict[str, Any] = {}  # static keyword arguments of the step (graphdefs)  # noqa: RUF012
 
 
 def keep_model(model: GPT, cfg: GPTConfig, seed: int) -> tuple[GPT, GPTConfig]:
@@ -118,9 +129,10 @@ class Method:
     data_kind: str  # the `kind` of the dataset folders it trains on (`tasks.registry`)
     prepare: Callable[[Setup], Prepared]
     step: Callable[..., tuple[nnx.State, Any, Metrics]]  # see the module docstring
-    eval_step: Callable[..., Metrics]  # (graphdef, params, batch, *, config) -> metrics
-    evaluate: Callable[[Any, list[tuple[dict[str, np.ndarray], int]]], dict[str, float]]
-    # (config, fetched eval_step outputs with their real counts) -> held-out figures
+    eval_step: Callable[..., Metrics] | None = None  # (graphdef, params, batch, *, config)
+    evaluate: Callable[[Any, list[tuple[dict[str, np.ndarray], int]]], dict[str, float]] | None = (
+        None  # (config, fetched eval_step outputs with their real counts) -> held-out figures  # (the online methods evaluate by generating: `Prepared.evaluate`)
+    )
     policy: bool = True  # trains a language-model policy (False: a reward model)
     model: Callable[[GPT, GPTConfig, int], tuple[GPT, GPTConfig]] = keep_model  # (.., seed)
     finish: Callable[[Setup], dict[str, Any]] | None = None  # after the export (e.g. offsets)
@@ -130,12 +142,14 @@ class Method:
 
 
 def learning_rate_schedule(config: TrainConfig) -> optax.Schedule:
-    """Linear warm-up to the peak, then cosine decay to `min_lr_ratio * peak` at the end."""
+    """Linear warm-up to the peak, then cosine decay to `min_lr_ratio * peak` at the end; over
+    optimizer updates (`config.updates_per_step()` of them a step)."""
+    updates = config.updates_per_step()
     return optax.warmup_cosine_decay_schedule(
         init_value=0.0,
         peak_value=config.learning_rate,
-        warmup_steps=config.warmup_steps,
-        decay_steps=config.steps,
+        warmup_steps=config.warmup_steps * updates,
+        decay_steps=config.steps * updates,
         end_value=config.learning_rate * config.min_lr_ratio,
     )
 
@@ -360,7 +374,7 @@ class Run:
     def initial_state(self, checkpoints: Checkpoints) -> tuple[nnx.GraphDef, TrainState, int]:
         """The train state on the mesh, fresh or restored from the latest readable checkpoint
         straight into its shardings; and the data position to continue from."""
-        return _place(self.setup.config, self.setup, checkpoints)
+        return _place(self.setup.config, self.setup, self.prepared, checkpoints)
 
     def compiled_step(self, state: TrainState) -> tuple[CompiledPerShape, jax.Array]:
         """The loop's jitted step `step(graphdef, state, root_key, batch) -> (state, metrics)`
@@ -368,7 +382,8 @@ class Run:
         on every host's devices alike)."""
         config, mesh = self.setup.config, self.setup.mesh
         method_step = functools.partial(self.method.step, config=config,
-                                        optimizer=make_optimizer(config))  # fmt: skip
+                                        optimizer=make_optimizer(config),
+                                        **self.prepared.step_kwargs)  # fmt: skip
         state_sh = jax.tree.map(lambda leaf: leaf.sharding, state)
         step_fn = CompiledPerShape(jax.jit(
             functools.partial(_engine_step, method_step), static_argnums=0, donate_argnums=1,
@@ -411,9 +426,11 @@ def open_run(
     data_config = read_data_config(data_dir, method.data_kind)
     split_path(data_dir, "train")
     mesh = make_mesh(config.fsdp_devices) if mesh is None else mesh
-    if config.batch_size % batch_divisor(mesh):
-        raise ValueError(f"batch_size must be a multiple of the {batch_divisor(mesh)} devices "
-                         f"it is split over (got {config.batch_size})")  # fmt: skip
+    rows, divisor = config.step_rows(), batch_divisor(mesh)
+    if rows % divisor:
+        what = "batch_size" if hasattr(config, "batch_size") else "prompts_per_step / minibatches"
+        raise ValueError(f"{what} must be a multiple of the {divisor} devices it is split over "
+                         f"(got {rows})")  # fmt: skip
     run = Path(run_dir)
     check_new_or_run_folder(run)
     record = {"method": method.name, method.name: config.to_dict(),
@@ -473,21 +490,24 @@ def train(
 
 
 def _place(
-    config: TrainConfig, setup: Setup, checkpoints: Checkpoints
+    config: TrainConfig, setup: Setup, prepared: Prepared, checkpoints: Checkpoints
 ) -> tuple[nnx.GraphDef, TrainState, int]:
     """The train state on the mesh, fresh or restored from the latest readable checkpoint
     straight into its shardings; and the data position to continue from."""
     optimizer = make_optimizer(config)
+    init = optimizer.init
+    if prepared.opt_state is not None:
+        init = functools.partial(prepared.opt_state, optimizer)
     graphdef, params = nnx.split(setup.model)
     params_sh = state_shardings(params, setup.mesh, config.shard_params)
-    abstract_opt = jax.eval_shape(optimizer.init, params)
+    abstract_opt = jax.eval_shape(init, params)
     opt_sh = state_shardings(abstract_opt, setup.mesh, config.shard_params)
     restored = checkpoints.restore_latest(
         abstract_with_shardings(params, params_sh), abstract_with_shardings(abstract_opt, opt_sh)
     )
     if restored is None:
         params = put_global(params, params_sh)
-        opt_state = jax.jit(optimizer.init, out_shardings=opt_sh)(params)
+        opt_state = jax.jit(init, out_shardings=opt_sh)(params)
         step, position = 0, 0
     else:
         step, params, opt_state, meta = restored
@@ -536,7 +556,8 @@ class _Logger:
                  bar: tqdm) -> None:  # fmt: skip
         self.log, self.bar, self.prepared = log, bar, prepared
         self.schedule = learning_rate_schedule(config)
-        self.examples_per_step = config.batch_size * config.grad_accum
+        self.updates = config.updates_per_step()
+        self.examples_per_step = config.step_examples()
         self.pending: list[tuple[int, Metrics, int]] = []
         self.restart_clock()
 
@@ -544,16 +565,17 @@ class _Logger:
         self.start = time.perf_counter()
 
     def add(self, step: int, metrics: Metrics, host_batch: Any) -> None:
-        tokens = self.prepared.tokens(host_batch) if self.prepared.tokens else 0
-        self.pending.append((step, metrics, tokens))
+        counted = self.prepared.rate[1](host_batch) if self.prepared.rate else 0
+        self.pending.append((step, metrics, counted))
 
     def flush(self) -> None:
         if not self.pending:
             return
         fetched = jax.device_get([metrics for _, metrics, _ in self.pending])
         elapsed = max(time.perf_counter() - self.start, 1e-9)
-        if self.prepared.tokens is not None:  # methods that count tokens report tokens/s
-            rates = {"tokens_per_s": round(sum(t for _, _, t in self.pending) / elapsed, 1)}
+        if self.prepared.rate is not None:  # e.g. tokens/s, completions/s
+            unit = self.prepared.rate[0]
+            rates = {f"{unit}_per_s": round(sum(n for _, _, n in self.pending) / elapsed, 1)}
         else:
             examples = len(self.pending) * self.examples_per_step
             rates = {"examples_per_s": round(examples / elapsed, 1)}
@@ -561,13 +583,13 @@ class _Logger:
         for (step, _, _), metrics in zip(self.pending, fetched, strict=True):
             line = {"step": step}
             line.update({f"train/{k}": np.asarray(v).item() for k, v in metrics.items()})
-            line["train/lr"] = float(self.schedule(step - 1))
+            line["train/lr"] = float(self.schedule((step - 1) * self.updates))
             line.update({f"train/{k}": v for k, v in rates.items()})
             line["train/epoch"] = round(step * self.examples_per_step / self.prepared.examples, 4)
             lines.append(line)
         self.log.write(lines)
         self.bar.update(len(lines))
-        shown = {"loss": f"{lines[-1]['train/loss']:.4f}"}
+        shown = {"loss": f"{lines[-1].get('train/loss', float('nan')):.4f}"}
         shown.update({k.split("_")[0] + "/s": f"{v:.0f}" for k, v in rates.items()})
         self.bar.set_postfix(shown)
         self.pending = []
@@ -579,13 +601,17 @@ class _Logger:
         self.restart_clock()
 
 
-def _eval_fn(method: Method, config: Any, mesh: Mesh) -> CompiledPerShape:
+def _eval_fn(method: Method, config: Any, mesh: Mesh) -> CompiledPerShape | None:
+    if method.eval_step is None:
+        return None
     eval_step = functools.partial(method.eval_step, config=config)
     return CompiledPerShape(jax.jit(eval_step, static_argnums=0, out_shardings=replicated(mesh)))
 
 
 def _evaluate(method: Method, config: Any, eval_fn: Any, graphdef: nnx.GraphDef,
               params: nnx.State, prepared: Prepared) -> dict[str, float]:  # fmt: skip
+    if prepared.evaluate is not None:
+        return prepared.evaluate(graphdef, params)
     outputs = [
         (eval_fn(graphdef, params, put_global(batch, prepared.sharding)), real)
         for batch, real in prepared.held_out
@@ -618,13 +644,21 @@ def _loop(run: Run, graphdef: nnx.GraphDef, state: TrainState, position: int,
     with _StopRequest() as stop:
         for done in range(first + 1, config.steps + 1):
             host_batch = next(batches)
+            if prepared.rollout is not None:  # sample with the current policy, then score
+                host_batch, rollout_metrics = prepared.rollout(graphdef, state.params,
+                                                               host_batch, done)  # fmt: skip
+                started = time.perf_counter()
             batch = put_global(host_batch, prepared.sharding)
             state, metrics = step_fn(graphdef, state, root_key, batch)
+            if prepared.rollout is not None:  # the next rollout waits for it anyway
+                jax.block_until_ready(state.params)
+                seconds = np.float32(time.perf_counter() - started)
+                metrics = {**rollout_metrics, **metrics, "time/update_s": seconds}
             logger.add(done, metrics, host_batch)
             last = done == config.steps
             if done % config.log_interval == 0 or last:
                 logger.flush()
-            if prepared.held_out and (
+            if (prepared.held_out or prepared.evaluate) and (
                 (config.eval_interval and done % config.eval_interval == 0) or last
             ):
                 logger.flush()

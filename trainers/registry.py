@@ -10,7 +10,17 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING
 
-from trainers.config import DPOConfig, KTOConfig, RewardModelConfig, SFTConfig, TrainConfig
+from trainers.config import (
+    DPOConfig,
+    GRPOConfig,
+    KTOConfig,
+    OnlineDPOConfig,
+    PPOConfig,
+    RewardModelConfig,
+    RLOOConfig,
+    SFTConfig,
+    TrainConfig,
+)
 
 if TYPE_CHECKING:
     from trainers.engine import Method
@@ -24,6 +34,15 @@ METHODS: dict[str, tuple[type[TrainConfig], str, str]] = {
     "dpo": (DPOConfig, "trainers.dpo",
             "the DPO family on preference pairs (--loss sigmoid|cdpo|robust|hinge|ipo|simpo)"),
     "kto": (KTOConfig, "trainers.kto", "KTO on binary feedback (desirable/undesirable)"),
+    "grpo": (GRPOConfig, "trainers.grpo",
+             "GRPO: G samples per prompt, group-relative advantages, a clipped loss"),
+    "rloo": (RLOOConfig, "trainers.rloo",
+             "RLOO: k samples per prompt, a leave-one-out baseline, the KL in the reward"),
+    "ppo": (PPOConfig, "trainers.ppo",
+            "PPO: a value model, GAE, the per-token KL penalty, clipped minibatch epochs"),
+    "online-dpo": (OnlineDPOConfig, "trainers.online_dpo",
+                   "online DPO: two samples per prompt, labelled by the simulated annotator "
+                   "or a reward model, a DPO-family loss"),
 }  # fmt: skip
 
 

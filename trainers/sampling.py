@@ -178,30 +178,37 @@ def _decode_rows(
     top_k: int,
     top_p: float,
     greedy: bool,
+    group: int = 1,
 ) -> SampleOutput:
-    """Prefill and decoding loop over the rows given (all of them, or one device's share)."""
+    """Prefill and decoding loop over the rows given (all of them, or one device's share):
+    each prompt's prefill runs once, and its cache is copied to its `group` sample rows."""
     model: GPT = nnx.merge(graphdef, state)
     model.one_pass_norms()  # this traced copy only
-    B, T = prompt_ids.shape
+    P, T = prompt_ids.shape
+    B = P * group
     N = max_new_tokens
     opts = dict(top_k=top_k, top_p=top_p, greedy=greedy, eos_id=eos_id, pad_id=pad_id)
     prompt_mask = prompt_mask.astype(bool)
     # Cache slots: [0, T) prompt (left-padded), then the generated tokens but the last (never
     # fed back). Generated slots are always valid keys; a finished row keeps feeding pad
     # tokens whose outputs are discarded.
-    key_mask = jnp.concatenate([prompt_mask, jnp.ones((B, N), bool)], axis=1)  # (B, T + N)
+    key_mask = jnp.concatenate([prompt_mask, jnp.ones((P, N), bool)], axis=1)  # (P, T + N)
     if model.cfg.n_positions < T + N:  # checked while tracing: no compile, no run
         raise ValueError(
             f"prompt_len + max_new_tokens = {T} + {N} exceeds n_positions={model.cfg.n_positions}"
         )
     ends = segment_ends(N)
     slots = T + (ends[0] if ends else 0)
-    cache = model.init_cache(B, slots)
+    cache = model.init_cache(P, slots)
     positions = positions_from_mask(prompt_mask)
     hidden, cache = model.decode(
         prompt_ids, positions, key_mask[:, :slots], cache, 0, last_only=True
-    )  # hidden (B, 1, C): the last prompt token's
-    first_pos = prompt_mask.sum(axis=-1).astype(jnp.int32)  # (B,) position of 1st new token
+    )  # hidden (P, 1, C): the last prompt token's
+    first_pos = prompt_mask.sum(axis=-1).astype(jnp.int32)  # (P,) position of 1st new token
+    if group > 1:  # row p * group + g is prompt p's sample g, from one shared prefill
+        hidden, cache, key_mask, first_pos = jax.tree.map(
+            lambda x: jnp.repeat(x, group, axis=0), (hidden, cache, key_mask, first_pos)
+        )
     head = model.head_weights()  # (C, V), laid out once for every step's LM head
 
     out = SampleOutput(
@@ -274,15 +281,16 @@ def _generate_impl(
     top_k: int,
     top_p: float,
     greedy: bool,
+    group: int,
     mesh: Mesh | None,
 ) -> SampleOutput:
-    B = prompt_ids.shape[0]
+    B = prompt_ids.shape[0] * group
     # Row b's stream, however the rows are split. Greedy decoding draws nothing, and takes
     # any key (even None): placeholders keep one signature.
     row_keys = jnp.zeros((B,), jnp.uint32) if greedy else jax.random.split(key, B)
     decode = functools.partial(
         _decode_rows, graphdef, max_new_tokens=max_new_tokens, top_k=top_k, top_p=top_p,
-        greedy=greedy,
+        greedy=greedy, group=group,
     )  # fmt: skip
     if mesh is not None:
         # One loop per device over its own rows: it stops when they are done, and nothing
@@ -299,7 +307,8 @@ def _generate_impl(
 
 
 _generate = GraphdefJit(
-    _generate_impl, static_argnames=("max_new_tokens", "top_k", "top_p", "greedy", "mesh")
+    _generate_impl,
+    static_argnames=("max_new_tokens", "top_k", "top_p", "greedy", "group", "mesh"),
 )
 
 
@@ -386,6 +395,7 @@ def generate(
     greedy: bool = False,
     eos_id: int,
     pad_id: int,
+    group: int = 1,
 ) -> SampleOutput:
     """Sample up to `max_new_tokens` tokens after left-padded prompts, with a KV cache.
 
@@ -397,9 +407,12 @@ def generate(
     greedy: argmax decoding (temperature/top_k/top_p ignored).
     eos_id: a row stops after emitting it (pass an id outside the vocabulary to never stop);
     pad_id: what finished rows emit.
-    Returns a `SampleOutput` (tokens/logprobs/raw_logprobs (B, max_new_tokens), lengths (B,)).
-    Compiles once per shape, (max_new_tokens, top_k, top_p, greedy) and device mesh of split
-    rows; the rest is traced.
+    group: samples per prompt (the group methods' G): each prompt's prefill runs once and its
+        KV cache is shared by its G rows; row `p * group + g` of the output is prompt p's
+        sample g, drawn exactly as row p*G+g of the same prompts repeated G times would be.
+    Returns a `SampleOutput` (tokens/logprobs/raw_logprobs (B * group, max_new_tokens),
+    lengths (B * group,)). Compiles once per shape, (max_new_tokens, top_k, top_p, greedy,
+    group) and device mesh of split rows; the rest is traced.
     """
     if prompt_ids.ndim != 2 or prompt_mask.shape != prompt_ids.shape:
         raise ValueError(f"prompt_ids {prompt_ids.shape} / mask {prompt_mask.shape}: want (B, T)")
@@ -410,6 +423,8 @@ def generate(
         raise ValueError(f"temperature must be > 0 when sampling, got {temperature}")
     if top_k < 0 or not 0.0 < top_p <= 1.0:
         raise ValueError(f"need top_k >= 0 and 0 < top_p <= 1, got {top_k}, {top_p}")
+    if group < 1:
+        raise ValueError(f"group must be >= 1, got {group}")
     return _generate(
         graphdef,
         state,
@@ -425,5 +440,6 @@ def generate(
         top_k=0 if greedy else int(top_k),
         top_p=1.0 if greedy else float(top_p),
         greedy=bool(greedy),
+        group=int(group),
         mesh=_row_mesh(prompt_ids, prompt_mask),
     )

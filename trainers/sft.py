@@ -134,7 +134,7 @@ def prepare(setup: Setup) -> Prepared:
         )  # fmt: skip
 
     return Prepared(batches, batch_sharding(setup.mesh), held_out, len(train),
-                    tokens=lambda batch: int(np.count_nonzero(batch.attention_mask)),
+                    rate=("tokens", lambda batch: int(np.count_nonzero(batch.attention_mask))),
                     dropped=train.dropped, data={"train": train})  # fmt: skip
 
 
