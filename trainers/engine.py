@@ -116,6 +116,9 @@ class Prepared(NamedTuple):
     step_kwargs: dict[str, Any] = {}  # static keyword arguments of the step (graphdefs)  # noqa: RUF012
 
 
+EvaluateOutputs = Callable[[Any, list[tuple[dict[str, np.ndarray], int]]], dict[str, float]]
+
+
 def keep_model(model: GPT, cfg: GPTConfig, seed: int) -> tuple[GPT, GPTConfig]:
     return model, cfg
 
@@ -130,9 +133,8 @@ class Method:
     prepare: Callable[[Setup], Prepared]
     step: Callable[..., tuple[nnx.State, Any, Metrics]]  # see the module docstring
     eval_step: Callable[..., Metrics] | None = None  # (graphdef, params, batch, *, config)
-    evaluate: Callable[[Any, list[tuple[dict[str, np.ndarray], int]]], dict[str, float]] | None = (
-        None  # (config, fetched eval_step outputs with their real counts) -> held-out figures  # (the online methods evaluate by generating: `Prepared.evaluate`)
-    )
+    evaluate: EvaluateOutputs | None = None  # (config, fetched eval_step outputs with their
+    # real counts) -> held-out figures. The online methods generate instead: `Prepared.evaluate`
     policy: bool = True  # trains a language-model policy (False: a reward model)
     model: Callable[[GPT, GPTConfig, int], tuple[GPT, GPTConfig]] = keep_model  # (.., seed)
     finish: Callable[[Setup], dict[str, Any]] | None = None  # after the export (e.g. offsets)
