@@ -444,19 +444,6 @@ class OnlineConfig(TrainConfig):
         1,
         at_least(1),
     )
-    beta: float = option("KL coefficient towards the initial (reference) policy, >= 0", 0.04,
-                         NON_NEGATIVE)  # fmt: skip
-    kl_estimator: str = option(
-        "KL estimate the penalty uses: k1 (log p/q), k2 ((log p/q)^2 / 2), k3 (q/p - 1 - log q/p)",
-        "k3",
-        one_of(KL_ESTIMATORS),
-    )
-    kl_in: str = option(
-        "where the penalty goes: reward (subtracted from the reward, no gradient through it) "
-        "or loss (added to the loss, differentiated)",
-        "loss",
-        one_of(("reward", "loss")),
-    )
 
     def check(self) -> None:
         super().check()
@@ -477,9 +464,35 @@ class OnlineConfig(TrainConfig):
         """The reward-model run of `--reward rm:RUN`, or None for the gold reward."""
         return self.reward[3:] if self.reward.startswith("rm:") else None
 
+    @property
+    def needs_reference(self) -> bool:
+        """Whether the loss reads the reference policy's log-probs (the rollouts compute them,
+        and the KL, only then)."""
+        return self.beta > 0
+
 
 @dataclass(frozen=True)
-class PolicyGradientConfig(OnlineConfig):
+class KLPenaltyConfig(OnlineConfig):
+    """The methods that penalise the KL to the reference by an estimate of it (GRPO, RLOO,
+    PPO); `trainers/policy_gradient.py` derives the gradient each choice gives."""
+
+    beta: float = option("KL coefficient towards the initial (reference) policy, >= 0", 0.04,
+                         NON_NEGATIVE)  # fmt: skip
+    kl_estimator: str = option(
+        "KL estimate the penalty uses: k1 (log p/q), k2 ((log p/q)^2 / 2), k3 (q/p - 1 - log q/p)",
+        "k3",
+        one_of(KL_ESTIMATORS),
+    )
+    kl_in: str = option(
+        "where the penalty goes: reward (subtracted from the reward, no gradient through it) "
+        "or loss (added to the loss, differentiated)",
+        "loss",
+        one_of(("reward", "loss")),
+    )
+
+
+@dataclass(frozen=True)
+class PolicyGradientConfig(KLPenaltyConfig):
     """What GRPO and RLOO share: a clipped importance-ratio loss over reused rollouts."""
 
     epsilon: float = option("lower clip of the importance ratio (1 - epsilon), 0..1", 0.2, UNIT)
@@ -538,9 +551,9 @@ class RLOOConfig(PolicyGradientConfig):
     the sequence KL folded into the reward."""
 
     group_size: int = default_of(OnlineConfig, "group_size", 4)
-    beta: float = default_of(OnlineConfig, "beta", 0.05)
-    kl_estimator: str = default_of(OnlineConfig, "kl_estimator", "k1")
-    kl_in: str = default_of(OnlineConfig, "kl_in", "reward")
+    beta: float = default_of(KLPenaltyConfig, "beta", 0.05)
+    kl_estimator: str = default_of(KLPenaltyConfig, "kl_estimator", "k1")
+    kl_in: str = default_of(KLPenaltyConfig, "kl_in", "reward")
 
     def check(self) -> None:
         super().check()
@@ -549,14 +562,14 @@ class RLOOConfig(PolicyGradientConfig):
 
 
 @dataclass(frozen=True)
-class PPOConfig(OnlineConfig):
+class PPOConfig(KLPenaltyConfig):
     """PPO (`trainers/ppo.py`), with the TL;DR reproduction's details (Huang et al. 2024)."""
 
     group_size: int = default_of(OnlineConfig, "group_size", 1)
     minibatches: int = default_of(OnlineConfig, "minibatches", 2)
-    beta: float = default_of(OnlineConfig, "beta", 0.05)
-    kl_estimator: str = default_of(OnlineConfig, "kl_estimator", "k1")
-    kl_in: str = default_of(OnlineConfig, "kl_in", "reward")
+    beta: float = default_of(KLPenaltyConfig, "beta", 0.05)
+    kl_estimator: str = default_of(KLPenaltyConfig, "kl_estimator", "k1")
+    kl_in: str = default_of(KLPenaltyConfig, "kl_in", "reward")
     ppo_epochs: int = option("passes over each rollout's minibatches, >= 1", 4, at_least(1))
     epsilon: float = option("policy ratio clip, 0..1", 0.2, UNIT)
     value_clip: float = option("value clip around the old values, >= 0", 0.2, NON_NEGATIVE)
@@ -594,7 +607,7 @@ class OnlineDPOConfig(OnlineConfig):
     DPO-family loss on the pair."""
 
     group_size: int = default_of(OnlineConfig, "group_size", 2)
-    beta: float = default_of(OnlineConfig, "beta", 0.1)
+    beta: float = option("inverse temperature (IPO: tau; SimPO: reward scale), > 0", 0.1, POSITIVE)
     loss: str = option(f"preference loss: {', '.join(DPO_LOSS_NAMES)}", "sigmoid",
                        one_of(DPO_LOSS_NAMES))  # fmt: skip
     label_smoothing: float = option("assumed label-flip rate (cdpo, robust), 0..<0.5", 0.0,
@@ -609,6 +622,10 @@ class OnlineDPOConfig(OnlineConfig):
                                 UNIT)  # fmt: skip
     position_bias: float = option("probability the first completion wins outright, 0..1", 0.0,
                                   UNIT)  # fmt: skip
+
+    @property
+    def needs_reference(self) -> bool:
+        return self.loss != "simpo"
 
     def check(self) -> None:
         super().check()

@@ -67,6 +67,7 @@ from trainers.sharding import BATCH_AXES
 from trainers.tokenizer import decode
 
 PROMPT_BUCKET = 16  # prompt widths are padded up to a multiple of this (few compiled shapes)
+COMPLETION_BUCKET = 16  # and a rollout's completions to the longest one's multiple of this
 SAMPLE_STREAM = 0x5A17  # folded into a step's key for its samples (the update uses the other)
 
 
@@ -76,7 +77,9 @@ class Rollout(NamedTuple):
 
     prompt_ids:      (P, Tp) int32, left-padded prompts
     prompt_mask:     (P, Tp) int32, 1 on real prompt tokens
-    completions:     (P * G, N) int32 sampled tokens (EOS included, then pad)
+    completions:     (P * G, N) int32 sampled tokens (EOS included, then pad); N is the
+                     longest completion's length rounded up to COMPLETION_BUCKET (at most
+                     max_new_tokens)
     completion_mask: (P * G, N) float32, 1 on the sampled tokens (EOS included)
     sampling_logps:  (P * G, N) float32 token log-probs of the tempered policy that sampled,
                      recomputed by the training forward (0 on padding)
@@ -317,7 +320,7 @@ class Rollouts:
         self.config, self.records, self.tokenizer = config, records, setup.tokenizer
         _, reference = nnx.split(setup.model)
         # The reference is the initial policy: a copy of its weights, read by every step.
-        self.reference = jax.tree.map(jnp.array, reference) if config.beta > 0 else None
+        self.reference = jax.tree.map(jnp.array, reference) if config.needs_reference else None
         self.reward_model: tuple[nnx.GraphDef, nnx.State] | None = None
         self.offset = 0.0
         if reward_model is not None:
@@ -339,8 +342,11 @@ class Rollouts:
                        pad_id=tokenizer.pad_token_id, group=G)  # fmt: skip
         tokens, lengths = np.asarray(out.tokens), np.asarray(out.lengths)
         generated = time.perf_counter()
-        completion_mask = (np.arange(N)[None, :] < lengths[:, None]).astype(np.float32)
         truncated = (lengths == N) & (tokens[:, N - 1] != tokenizer.eos_token_id)
+        # The update needs only the slots some completion filled (few widths, few compiles).
+        width = bucket_length(int(lengths.max()), N, COMPLETION_BUCKET)
+        tokens, sampler_logps = tokens[:, :width], np.asarray(out.logprobs)[:, :width]
+        completion_mask = (np.arange(width)[None, :] < lengths[:, None]).astype(np.float32)
         gold, answered = self.gold(prompts.indices, tokens, lengths)
         batch = Rollout(
             prompts.ids, prompts.mask, tokens, completion_mask,
@@ -361,7 +367,7 @@ class Rollouts:
             reference_logps=scores.reference_logps,
             rewards=rewards,
         )
-        metrics = self.metrics(batch, scores, proxy, answered, out)
+        metrics = self.metrics(batch, scores, proxy, answered, sampler_logps)
         metrics["time/generate_s"] = np.float32(generated - start)
         metrics["time/score_s"] = np.float32(time.perf_counter() - generated)
         return batch, metrics
@@ -383,7 +389,7 @@ class Rollouts:
         return gold, answered
 
     def metrics(self, batch: Rollout, scores: Scores, proxy: np.ndarray, answered: np.ndarray,
-                out: Any) -> Metrics:  # fmt: skip
+                sampler_logps: np.ndarray) -> Metrics:  # fmt: skip
         config = self.config
         mask = batch.completion_mask
         tokens = max(float(mask.sum()), 1.0)
@@ -394,16 +400,15 @@ class Rollouts:
             "reward/accuracy": (batch.gold == 1.0).mean(),
             "reward/mean": batch.rewards.mean(),
             "reward/std": batch.rewards.std(),
-            "reward/zero_std_groups": (groups.std(axis=1) == 0).mean() if G > 1 else 1.0,
             "reward/no_answer": (~answered).mean(),
             "policy/entropy": scores.entropy.sum() / tokens,
             "completion/length": mask.sum(axis=1).mean(),
             "completion/truncated": batch.truncated.mean(),
             "rollout/completions": float(len(mask)),
-            "rollout/logprob_gap": np.abs(
-                (np.asarray(out.logprobs) - scores.sampling_logps) * mask
-            ).max(),
+            "rollout/logprob_gap": np.abs((sampler_logps - scores.sampling_logps) * mask).max(),
         }
+        if G > 1:
+            m["reward/zero_std_groups"] = (groups.std(axis=1) == 0).mean()
         if self.reward_model is not None:
             m["reward/proxy"] = proxy.mean()
         if self.reference is not None:
