@@ -202,3 +202,25 @@ def evaluate_run(
     if json_path is not None:
         write_report(report, json_path)
     return report
+
+
+def paired_bootstrap(before: Sequence[float], after: Sequence[float], *, samples: int = 10_000,
+                     seed: int = 0, level: float = 0.95) -> dict[str, float]:  # fmt: skip
+    """The mean of `after - before` over the same items (e.g. each test item's correctness
+    under two models) and its percentile bootstrap interval at `level`: items are resampled
+    with replacement, both scores of an item together, so the interval is of the difference
+    on these items (their pairing removes the items' own difficulty from its width)."""
+    a, b = np.asarray(before, np.float64), np.asarray(after, np.float64)
+    if a.shape != b.shape or a.ndim != 1 or not len(a):
+        raise ValueError("before and after need the same, non-zero number of items")
+    difference = b - a
+    rng = np.random.default_rng(seed)
+    means = np.empty(samples)
+    for start in range(0, samples, 1000):  # 1,000 resamples at a time: bounded memory
+        count = min(1000, samples - start)
+        rows = rng.integers(0, len(difference), (count, len(difference)))
+        means[start : start + count] = difference[rows].mean(axis=1)
+    tail = (1.0 - level) / 2.0
+    low, high = np.quantile(means, [tail, 1.0 - tail])
+    return {"mean": float(difference.mean()), "low": float(low), "high": float(high),
+            "level": level, "n": len(difference)}  # fmt: skip

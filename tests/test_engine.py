@@ -57,8 +57,8 @@ def test_every_registered_method_is_a_method_of_the_engine():
     for name, (config_class, module, _) in METHODS.items():
         method = get_method(name)
         assert method.name == name and method.config_class is config_class, module
-    with pytest.raises(ValueError, match="method must be one of sft, rm, dpo, kto"):
-        get_method("ppo")
+    with pytest.raises(ValueError, match="method must be one of sft, rm, dpo, kto, grpo"):
+        get_method("a2c")
 
 
 def test_one_training_loop_in_the_code_base():

@@ -340,3 +340,36 @@ def test_bad_input_is_one_line(folders, runs, tmp_path, usage_error):
     line = usage_error([*base, "--prompts-per-step", "5000"])
     assert "--prompts-per-step must be at most" in line
     assert not (tmp_path / "run").exists()  # nothing left that would block the fixed command
+
+
+FOUR_DEVICES = """
+import json, sys
+import jax
+from trainers.config import GRPOConfig
+from trainers.engine import open_run
+from trainers.sharding import make_mesh
+
+data, sft, rm, out = sys.argv[1:]
+config = GRPOConfig(steps=2, prompts_per_step=4, group_size=4, max_new_tokens=16,
+                    eval_examples=8, log_interval=1, reward="rm:" + rm)
+lines = {}
+for name, mesh in (("one", make_mesh(1, jax.devices()[:1])), ("four", make_mesh(1))):
+    run = open_run("grpo", config, data, out + "/" + name, sft, progress=False, mesh=mesh)
+    run.train()
+    lines[name] = [json.loads(l) for l in open(out + "/" + name + "/metrics.jsonl")]
+print(json.dumps({"devices": len(jax.devices()), **lines}))
+"""
+
+
+def test_four_devices_give_the_results_of_one(folders, runs, tmp_path):
+    """Rollouts and updates split over 4 (simulated) devices: the metrics of one device."""
+    from tests.devices import run_on_cpu_devices
+
+    report = run_on_cpu_devices(FOUR_DEVICES, str(folders["examples"]), str(runs["sft"]),
+                                str(runs["rm"]), str(tmp_path))  # fmt: skip
+    assert report["devices"] == 4
+    for one, four in zip(report["one"], report["four"], strict=True):
+        assert one.keys() == four.keys()
+        for key, value in one.items():
+            if "time/" not in key and "_per_s" not in key:
+                assert four[key] == pytest.approx(value, rel=1e-4, abs=1e-5), (one["step"], key)

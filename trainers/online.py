@@ -63,7 +63,7 @@ from trainers.engine import Metrics, Prepared, Setup
 from trainers.estimators import exact_kl, kl_estimates
 from trainers.model import GPT, GraphdefJit
 from trainers.sampling import generate, shard_rows
-from trainers.sharding import BATCH_AXES
+from trainers.sharding import BATCH_AXES, put_global, state_shardings
 from trainers.tokenizer import decode
 
 PROMPT_BUCKET = 16  # prompt widths are padded up to a multiple of this (few compiled shapes)
@@ -311,6 +311,12 @@ def load_reward_model(run: str, tokenizer: Any) -> tuple[GPT, float]:
 # ----------------------------------------------------------------------------- rollouts
 
 
+def place(state: nnx.State, setup: Setup) -> nnx.State:
+    """A model state on the run's mesh, laid out as the train state's parameters are."""
+    shardings = state_shardings(state, setup.mesh, setup.config.shard_params)
+    return put_global(jax.device_get(state), shardings)
+
+
 class Rollouts:
     """The engine's `Prepared.rollout` hook: sample, decode, score (see the module docstring)."""
 
@@ -319,13 +325,15 @@ class Rollouts:
         config: OnlineConfig = setup.config
         self.config, self.records, self.tokenizer = config, records, setup.tokenizer
         _, reference = nnx.split(setup.model)
-        # The reference is the initial policy: a copy of its weights, read by every step.
-        self.reference = jax.tree.map(jnp.array, reference) if config.needs_reference else None
+        # The reference is the initial policy: a copy of its weights on the run's mesh, laid
+        # out as the policy's are, read by every step; the reward model's likewise.
+        self.reference = place(reference, setup) if config.needs_reference else None
         self.reward_model: tuple[nnx.GraphDef, nnx.State] | None = None
         self.offset = 0.0
         if reward_model is not None:
             model, self.offset = reward_model
-            self.reward_model = nnx.split(model)
+            graphdef, state = nnx.split(model)
+            self.reward_model = (graphdef, place(state, setup))
         self.root = jax.random.key(config.seed)
 
     def sample_key(self, step: int) -> jax.Array:

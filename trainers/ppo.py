@@ -217,7 +217,7 @@ def initial_value(setup: Setup) -> tuple[nnx.GraphDef | None, Any]:
         value_model = init_model(dataclasses.replace(cfg, value_head=True), config.seed)
         nnx.update(value_model, nnx.state(setup.model))
     graphdef, state = nnx.split(value_model)
-    return graphdef, jax.tree.map(jnp.array, state)
+    return graphdef, state
 
 
 def prepare(setup: Setup) -> Prepared:
