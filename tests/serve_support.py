@@ -43,8 +43,9 @@ class Scripted:
     def __init__(self, name: str, text: str = "Answer: nobody") -> None:
         self.name, self.text = name, text
 
-    def complete(self, prompt: str, record: Mapping[str, Any] | None, n: int,
-                 temperature: float, seed: int) -> list[str]:  # fmt: skip
+    def complete(
+        self, prompt: str, record: Mapping[str, Any] | None, n: int, temperature: float, seed: int
+    ) -> list[str]:
         return [self.text] * n
 
     def describe(self) -> dict[str, Any]:
@@ -77,3 +78,37 @@ def serving(app: Any) -> Iterator[str]:
         server.should_exit = True
         thread.join(10)
         sock.close()
+
+
+def tiny_sft_run(root: Path, steps: int = 3) -> Path:
+    """A tiny SFT run (2 layers of width 32, `steps` steps) on 60 level-1 records."""
+    from kinrl.cli import main
+    from tasks.kinship import KinshipConfig, generate_dataset
+    from trainers.model import PRESETS, GPTConfig
+
+    data = root / "examples"
+    generate_dataset(data, KinshipConfig.for_level(1), 60, seed=2, progress=False)
+    run = root / "sft"
+    PRESETS["serve-tiny"] = GPTConfig(vocab_size=1, n_positions=96, n_embd=32, n_layer=2, n_head=2)
+    try:
+        argv = [
+            "train",
+            "sft",
+            "--data",
+            str(data),
+            "--out",
+            str(run),
+            "--preset",
+            "serve-tiny",
+            "--steps",
+            str(steps),
+            "--batch-size",
+            "4",
+            "--warmup-steps",
+            "0",
+            "--quiet",
+        ]
+        assert main(argv) == 0
+    finally:
+        del PRESETS["serve-tiny"]
+    return run

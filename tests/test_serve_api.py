@@ -13,21 +13,28 @@ from hypothesis import strategies as st
 pytest.importorskip("fastapi")
 pytest.importorskip("httpx")
 
-from fastapi.testclient import TestClient  # noqa: E402
+from fastapi.testclient import TestClient
 
-from kinrl.serve.app import ServeState, create_app  # noqa: E402
-from kinrl.serve.puzzles import DataSource  # noqa: E402
-from kinrl.serve.runs import Negative, Reference  # noqa: E402
-from kinrl.serve.store import Store  # noqa: E402
-from tasks.kinship import score  # noqa: E402
-from tests.serve_support import EVIL, EVIL_IMG, Scripted, hostile_data  # noqa: E402
+from kinrl.serve.app import ServeState, create_app
+from kinrl.serve.puzzles import DataSource
+from kinrl.serve.runs import Negative, Reference
+from kinrl.serve.store import Store
+from tasks.kinship import score
+from tests.serve_support import EVIL, EVIL_IMG, Scripted, hostile_data
 
 DROP = object()  # a field left out of the request
 ENDPOINTS = {
-    "/api/health", "/api/config", "/api/puzzles", "/api/puzzles/{pid}", "/api/completions",
-    "/api/battles", "/api/battles/{battle_id}/skip", "/api/votes", "/api/votes/export",
+    "/api/health",
+    "/api/config",
+    "/api/puzzles",
+    "/api/puzzles/{pid}",
+    "/api/completions",
+    "/api/battles",
+    "/api/battles/{battle_id}/skip",
+    "/api/votes",
+    "/api/votes/export",
     "/api/leaderboard",
-}  # fmt: skip
+}
 
 
 @pytest.fixture(scope="module")
@@ -80,12 +87,21 @@ def test_puzzles_generated_with_knobs_are_reproducible(client):
     first = puzzle(client)
     assert first == puzzle(client)  # the same (level, seed, index): the same puzzle and id
     record = first["record"]
-    assert first["source"] == {**first["source"], "kind": "generate", "difficulty": 2, "seed": 1,
-                               "index": 7}  # fmt: skip
+    assert first["source"] == {
+        **first["source"],
+        "kind": "generate",
+        "difficulty": 2,
+        "seed": 1,
+        "index": 7,
+    }
     assert {n["name"] for n in first["tree"]["nodes"]} == {p["name"] for p in record["people"]}
     assert client.get(f"/api/puzzles/{first['puzzle_id']}").json() == first
-    knobs = {"max_hops": 1, "shuffle_facts": True, "question_weights": [1, 0, 0, 0],
-             "relation_families": ["parent", "child"]}  # fmt: skip
+    knobs = {
+        "max_hops": 1,
+        "shuffle_facts": True,
+        "question_weights": [1, 0, 0, 0],
+        "relation_families": ["parent", "child"],
+    }
     tuned = puzzle(client, knobs=knobs)["record"]
     assert tuned["hops"] == 1 and tuned["question_type"] == "relation"
     drawn = client.post("/api/puzzles", json={"difficulty": 1}).json()  # a random index
@@ -135,6 +151,18 @@ def test_bodies_that_are_not_json_objects(client):
         refused(client.post(endpoint, content=b"choice=a"), 400, "JSON object")
 
 
+def test_nan_and_infinity_are_refused(client):
+    headers = {"content-type": "application/json"}
+    for text in (
+        b'{"run": "echo", "prompt": "x", "temperature": NaN}',
+        b'{"difficulty": 1, "knobs": {"marriage_prob": Infinity}}',
+        b'{"difficulty": 1, "knobs": {"question_weights": [NaN, 1, 1, 1]}}',
+    ):
+        endpoint = "/api/completions" if b"run" in text else "/api/puzzles"
+        response = client.post(endpoint, content=text, headers=headers)
+        assert 400 <= response.status_code < 500, response.text
+
+
 def test_oversized_bodies_are_413(client):
     huge = {"battle_id": "x", "choice": "a", "annotator": "me", "rationale": "y" * 100_000}
     refused(client.post("/api/votes", json=huge), 413, "too large")
@@ -154,8 +182,9 @@ def test_completions_are_scored_by_the_gold_reward(client):
     p = puzzle(client)
     ask = {"puzzle_id": p["puzzle_id"]}
     right = client.post("/api/completions", json={"run": "reference", **ask}).json()
-    assert right["completions"] == [{"text": p["record"]["completion"], "reward": 1.0,
-                                     "correct": True}]  # fmt: skip
+    assert right["completions"] == [
+        {"text": p["record"]["completion"], "reward": 1.0, "correct": True}
+    ]
     wrong = client.post("/api/completions", json={"run": "negative", "n": 3, **ask}).json()
     assert len(wrong["completions"]) == 3
     for c in wrong["completions"]:
@@ -184,12 +213,36 @@ def test_completions_are_scored_by_the_gold_reward(client):
         ({"run": "echo", "puzzle_id": "p404"}, 404, "unknown puzzle 'p404'"),
         ({"run": "reference", "prompt": "Who?"}, 422, "reference completion"),
         ({"run": "echo", "record": {"prompt": "x"}}, 422, "record"),
-        ({"run": "echo", "record": {"prompt": "x", "question_type": "poem", "answer": "",
-                                    "answers": [], "query": {}}}, 422, "question_type"),
-        ({"run": "echo", "record": {"prompt": "x", "question_type": "relation", "answer": "a",
-                                    "answers": "a", "query": {}}}, 422, "answers"),
+        (
+            {
+                "run": "echo",
+                "record": {
+                    "prompt": "x",
+                    "question_type": "poem",
+                    "answer": "",
+                    "answers": [],
+                    "query": {},
+                },
+            },
+            422,
+            "question_type",
+        ),
+        (
+            {
+                "run": "echo",
+                "record": {
+                    "prompt": "x",
+                    "question_type": "relation",
+                    "answer": "a",
+                    "answers": "a",
+                    "query": {},
+                },
+            },
+            422,
+            "answers",
+        ),
     ],
-)  # fmt: skip
+)
 def test_bad_completion_requests_are_4xx(client, body, status, words):
     refused(client.post("/api/completions", json=body), status, words)
 
@@ -213,7 +266,9 @@ def test_a_battle_is_blind_until_the_vote_and_voted_once(client):
     a_wins = body["rewards"]["a"] > body["rewards"]["b"]
     assert body["gold_agrees"] is a_wins
     again = client.post("/api/votes", json=vote)  # a retried request: stored once
-    assert again.status_code == 200 and again.json()["duplicate"] and again.json()["id"] == body["id"]
+    assert (
+        again.status_code == 200 and again.json()["duplicate"] and again.json()["id"] == body["id"]
+    )
     refused(client.post("/api/votes", json={**vote, "choice": "b"}), 409, "already has a vote")
     refused(client.post(f"/api/battles/{b['battle_id']}/skip", json={"annotator": "Ann"}), 409)
     assert client.get("/api/health").json()["votes"] == 1
@@ -222,13 +277,26 @@ def test_a_battle_is_blind_until_the_vote_and_voted_once(client):
 
 
 def test_battle_order_is_random_and_runs_are_drawn(client):
-    orders = {tuple(client.post("/api/votes", json={
-        "battle_id": battle(client, runs=["reference", "negative"])["battle_id"],
-        "choice": "tie", "annotator": "Ann"}).json()["runs"].values()) for _ in range(24)}  # fmt: skip
+    orders = {
+        tuple(
+            client.post(
+                "/api/votes",
+                json={
+                    "battle_id": battle(client, runs=["reference", "negative"])["battle_id"],
+                    "choice": "tie",
+                    "annotator": "Ann",
+                },
+            )
+            .json()["runs"]
+            .values()
+        )
+        for _ in range(24)
+    }
     assert orders == {("reference", "negative"), ("negative", "reference")}
     drawn = battle(client)  # two different runs drawn from the three
-    runs = client.post("/api/votes", json={"battle_id": drawn["battle_id"], "choice": "a",
-                                           "annotator": "Ann"}).json()["runs"]  # fmt: skip
+    runs = client.post(
+        "/api/votes", json={"battle_id": drawn["battle_id"], "choice": "a", "annotator": "Ann"}
+    ).json()["runs"]
     assert runs["a"] != runs["b"]
 
 
@@ -260,10 +328,16 @@ def test_bad_battles_and_skips(client):
     p = puzzle(client)
     pid = p["puzzle_id"]
     refused(client.post("/api/battles", json={"puzzle_id": "p404"}), 404, "unknown puzzle")
-    refused(client.post("/api/battles", json={"puzzle_id": pid, "runs": ["echo", "nope"]}), 404,
-            "unknown run 'nope'")  # fmt: skip
-    refused(client.post("/api/battles", json={"puzzle_id": pid, "runs": ["echo", "echo"]}), 422,
-            "two different runs")  # fmt: skip
+    refused(
+        client.post("/api/battles", json={"puzzle_id": pid, "runs": ["echo", "nope"]}),
+        404,
+        "unknown run 'nope'",
+    )
+    refused(
+        client.post("/api/battles", json={"puzzle_id": pid, "runs": ["echo", "echo"]}),
+        422,
+        "two different runs",
+    )
     refused(client.post("/api/battles", json={"puzzle_id": pid, "runs": ["echo"]}), 422, "runs")
     refused(client.post("/api/battles", json={"puzzle_id": pid, "temperature": 9}), 422)
     refused(client.post("/api/battles/nope/skip", json={"annotator": "Ann"}), 404)
@@ -280,12 +354,15 @@ def test_export_and_leaderboard(client):
     votes = []
     for i in range(8):
         b = battle(client, runs=["reference", "negative"])
-        reveal = client.post("/api/votes", json={"battle_id": b["battle_id"], "choice": "a",
-                                                 "annotator": f"A{i % 2}"}).json()  # fmt: skip
+        reveal = client.post(
+            "/api/votes",
+            json={"battle_id": b["battle_id"], "choice": "a", "annotator": f"A{i % 2}"},
+        ).json()
         votes.append(reveal)
     b = battle(client, runs=["reference", "echo"])
-    client.post("/api/votes", json={"battle_id": b["battle_id"], "choice": "tie",
-                                    "annotator": "A0"})  # fmt: skip
+    client.post(
+        "/api/votes", json={"battle_id": b["battle_id"], "choice": "tie", "annotator": "A0"}
+    )
     response = client.get("/api/votes/export")
     assert response.headers["content-type"].startswith("application/x-ndjson")
     records = [json.loads(line) for line in response.text.splitlines()]
@@ -325,20 +402,46 @@ def test_host_header_is_checked_when_asked(tmp_path):
 
 
 json_values = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
-    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=12), inner,
-                                                                max_size=4),
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=20),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=12), inner, max_size=4)
+    ),
     max_leaves=12,
-)  # fmt: skip
-fields = st.sampled_from(["run", "prompt", "puzzle_id", "n", "temperature", "choice", "annotator",
-                          "battle_id", "difficulty", "knobs", "index", "source", "split",
-                          "record", "runs", "seed", "rationale"])  # fmt: skip
+)
+fields = st.sampled_from(
+    [
+        "run",
+        "prompt",
+        "puzzle_id",
+        "n",
+        "temperature",
+        "choice",
+        "annotator",
+        "battle_id",
+        "difficulty",
+        "knobs",
+        "index",
+        "source",
+        "split",
+        "record",
+        "runs",
+        "seed",
+        "rationale",
+    ]
+)
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(endpoint=st.sampled_from(["/api/puzzles", "/api/completions", "/api/battles",
-                                 "/api/votes"]),
-       body=st.dictionaries(fields, json_values, max_size=5) | json_values)  # fmt: skip
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    endpoint=st.sampled_from(["/api/puzzles", "/api/completions", "/api/battles", "/api/votes"]),
+    body=st.dictionaries(fields, json_values, max_size=5) | json_values,
+)
 def test_no_input_makes_a_500(client, endpoint, body):
     response = client.post(endpoint, json=body)
     assert response.status_code < 500, (endpoint, body, response.text)
