@@ -26,7 +26,7 @@ def add_commands(commands: Any) -> None:
         "`kinrl labels export` turns them into a dataset for `kinrl train dpo|rm`. Listens on "
         "loopback only unless --host says otherwise.",
     )  # fmt: skip
-    serve.add_argument("--run", action="append", default=[], metavar="NAME=RUN[@STEP]",
+    serve.add_argument("--run", dest="runs", action="append", default=[], metavar="NAME=RUN[@STEP]",
                        help="a run to serve, under NAME (repeat for several); @STEP picks a "
                        "checkpoint")  # fmt: skip
     serve.add_argument("--baselines", action="store_true",
@@ -87,7 +87,7 @@ def _policies(args: argparse.Namespace) -> dict[str, Any]:
     from kinrl.serve.runs import BASELINES, parse_run_spec
 
     specs = []
-    for text in args.run:
+    for text in args.runs:
         try:
             specs.append(parse_run_spec(text))
         except ValueError as error:
