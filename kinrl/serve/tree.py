@@ -16,8 +16,8 @@ from typing import Any
 
 def _generations(names: list[str], parents_of: dict[str, list[str]],
                  spouses_of: dict[str, list[str]]) -> dict[str, int]:  # fmt: skip
-    """Generation of each person: 1 + the largest of their parents' (0 without parents), and
-    a person without parents in the same row as a spouse who has them."""
+    """Generation of each person: 1 + the largest of their parents' (0 without parents); a
+    person without parents (married into the family) in the row of their spouses."""
     generation = dict.fromkeys(names, 0)
     for _ in range(len(names) + 1):  # a fixpoint within len(names) rounds (no cycles)
         changed = False
@@ -25,8 +25,7 @@ def _generations(names: list[str], parents_of: dict[str, list[str]],
             if parents_of[name]:
                 value = 1 + max(generation[p] for p in parents_of[name])
             else:
-                rows = [generation[s] for s in spouses_of[name] if parents_of[s]]
-                value = max(rows) if rows else generation[name]
+                value = max([generation[name], *(generation[s] for s in spouses_of[name])])
             if value != generation[name] and value <= len(names):
                 generation[name], changed = value, True
         if not changed:
@@ -95,10 +94,14 @@ def layout(record: Mapping[str, Any]) -> dict[str, Any]:
             for name in born:
                 if name in placed:
                     continue
-                placed.append(name)
-                for spouse in spouses_of[name]:
-                    if spouse not in placed and not parents_of[spouse] and spouse in rows[row]:
-                        placed.append(spouse)
+                chain = [name]  # the spouses who married in, and theirs (a remarriage)
+                while chain:
+                    person = chain.pop(0)
+                    placed.append(person)
+                    for spouse in spouses_of[person]:
+                        married_in = not parents_of[spouse] and spouse in rows[row]
+                        if married_in and spouse not in placed and spouse not in chain:
+                            chain.append(spouse)
             placed += [n for n in rows[row] if n not in placed]
             # Centre the row under the parents' mean column, never left of the family's start.
             centres = [x[p] for n in placed for p in parents_of[n] if p in x]
