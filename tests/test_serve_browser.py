@@ -103,7 +103,7 @@ def test_the_page_end_to_end(server, page):
     page.wait_for_selector("#name-dialog[open]")
     page.fill("#name-input", "Tess")
     page.click("#name-form button[type=submit]")
-    assert page.text_content("#annotator-name") == "Tess"
+    page.wait_for_selector("#annotator-name:text-is('Tess')")
     page.click("#new-battle")
     page.wait_for_selector("#battle:not([hidden]) #text-a")
     assert page.text_content("#reveal-a") == ""  # blind
