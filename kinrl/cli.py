@@ -26,6 +26,7 @@ from kinrl.options import (
     integer,
     key_values,
 )
+from kinrl.serve.command import add_commands as _add_serve
 from tasks.kinship.config import MAX_LEVEL, KinshipConfig
 from tasks.kinship.pairs import FEEDBACK_OPTIONS
 from tasks.registry import KINDS
@@ -36,7 +37,8 @@ USAGE_ERROR = 2
 DESCRIPTION = (
     "kinrl: a laboratory for comparing RLHF methods on small language models, on family-tree "
     "puzzles whose answers are exact. Generate a dataset, train a model on it (SFT, reward "
-    "model, DPO family, KTO), then evaluate or sample it."
+    "model, DPO family, KTO), then evaluate or sample it, or compare runs and collect votes in "
+    "the local web app (serve)."
 )
 
 
@@ -297,6 +299,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_generate(commands)
     _add_train(commands)
     _add_eval(commands)
+    _add_serve(commands)  # serve, labels export: kinrl/serve/command.py
     return parser
 
 
