@@ -82,7 +82,8 @@ def run_ours(args: argparse.Namespace) -> dict:
     graphdef, state, _ = run.initial_state(checkpoints)
     step, root_key = run.compiled_step(state)
     batches, prepared = run.prepared.batches(0), run.prepared
-    times, parts, lengths = [], {"generate": 0.0, "score": 0.0, "update": 0.0}, []
+    times, lengths = [], []
+    parts: dict[str, list[float]] = {"generate": [], "score": [], "update": []}
     start = time.perf_counter()
     for number in range(1, args.steps + 1):
         begin = time.perf_counter()
@@ -92,16 +93,17 @@ def run_ours(args: argparse.Namespace) -> dict:
         jax.block_until_ready(state.params)
         end = time.perf_counter()
         times.append(end - begin)
-        parts["generate"] += float(metrics["time/generate_s"])
-        parts["score"] += float(metrics["time/score_s"])
-        parts["update"] += end - updating
+        parts["generate"].append(float(metrics["time/generate_s"]))
+        parts["score"].append(float(metrics["time/score_s"]))
+        parts["update"].append(end - updating)
         lengths.append(float(metrics["completion/length"]))
     total = time.perf_counter() - start
     checkpoints.close()
     return summary(total, times, lengths, parts)
 
 
-def summary(total: float, times: list[float], lengths: list[float], parts: dict) -> dict:
+def summary(total: float, times: list[float], lengths: list[float],
+            parts: dict[str, list[float]]) -> dict:  # fmt: skip
     completions = PROMPTS * GROUP
     return {
         "total_s": round(total, 2),
@@ -109,7 +111,8 @@ def summary(total: float, times: list[float], lengths: list[float], parts: dict)
         "median_step_s": round(statistics.median(times), 4),
         "steady_completions_per_s": round(completions / statistics.median(times), 1),
         "mean_completion_tokens": round(statistics.mean(lengths), 1) if lengths else None,
-        "seconds": {k: round(v, 2) for k, v in parts.items()},
+        "seconds": {k: round(sum(v), 2) for k, v in parts.items()},
+        "median_s": {k: round(statistics.median(v), 4) for k, v in parts.items()},
         "peak_rss_mb": round(peak_rss_mb(), 1),
     }
 

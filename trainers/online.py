@@ -62,6 +62,7 @@ from trainers.data import bucket_length, epoch_order, has_split, load_records
 from trainers.engine import Metrics, Prepared, Setup
 from trainers.estimators import exact_kl, kl_estimates
 from trainers.model import GPT, GraphdefJit
+from trainers.runtime import trim_host_memory
 from trainers.sampling import generate, shard_rows
 from trainers.sharding import BATCH_AXES, put_global, state_shardings
 from trainers.tokenizer import decode
@@ -248,9 +249,8 @@ class PromptBatch(NamedTuple):
     indices: np.ndarray
 
 
-def left_pad(sequences: Sequence[Sequence[int]], pad_id: int, max_width: int) -> tuple:
-    """(P, Tp) int32 ids and mask, Tp the longest rounded up to PROMPT_BUCKET (<= max_width)."""
-    width = bucket_length(max(len(s) for s in sequences), max_width, PROMPT_BUCKET)
+def left_pad(sequences: Sequence[Sequence[int]], pad_id: int, width: int) -> tuple:
+    """(P, width) int32 ids and mask, each sequence at the right end."""
     ids = np.full((len(sequences), width), pad_id, np.int32)
     mask = np.zeros((len(sequences), width), np.int32)
     for row, seq in enumerate(sequences):
@@ -260,13 +260,17 @@ def left_pad(sequences: Sequence[Sequence[int]], pad_id: int, max_width: int) ->
 
 
 class PromptIterator:
-    """Endless, seeded batches of P prompts; `position` (steps taken) is its state."""
+    """Endless, seeded batches of P prompts; `position` (steps taken) is its state. Every
+    batch has one width, the longest prompt's rounded up to PROMPT_BUCKET: the sampler, the
+    scoring pass and the step then compile once for it (a group's G completions share the
+    prompt, so its padding costs little)."""
 
     def __init__(self, prompts: list[list[int]], count: int, seed: int, pad_id: int,
                  max_width: int, position: int = 0) -> None:  # fmt: skip
         self.prompts, self.count, self.seed = prompts, count, seed
-        self.pad_id, self.max_width, self.position = pad_id, max_width, position
+        self.pad_id, self.position = pad_id, position
         self._lengths = np.array([len(p) for p in prompts])
+        self.width = bucket_length(int(self._lengths.max()), max_width, PROMPT_BUCKET)
         self.steps_per_epoch = len(prompts) // count
         self._epoch, self._order = -1, np.empty((0, 0), np.int64)
 
@@ -279,7 +283,7 @@ class PromptIterator:
             self._order = epoch_order(self._lengths, self.count, self.seed, epoch, 1)
             self._epoch = epoch
         indices = self._order[within]
-        ids, mask = left_pad([self.prompts[i] for i in indices], self.pad_id, self.max_width)
+        ids, mask = left_pad([self.prompts[i] for i in indices], self.pad_id, self.width)
         self.position += 1
         return PromptBatch(ids, mask, indices)
 
@@ -335,6 +339,7 @@ class Rollouts:
             graphdef, state = nnx.split(model)
             self.reward_model = (graphdef, place(state, setup))
         self.root = jax.random.key(config.seed)
+        self.compiled: set[tuple] = set()
 
     def sample_key(self, step: int) -> jax.Array:
         return jax.random.fold_in(jax.random.fold_in(self.root, step), SAMPLE_STREAM)
@@ -367,6 +372,10 @@ class Rollouts:
                             reward_graphdef=rm_graphdef, group=G,
                             temperature=float(config.temperature))  # fmt: skip
         scores = jax.device_get(scores)
+        shapes = (tokens.shape, prompts.ids.shape)
+        if shapes not in self.compiled:  # the sampler and scoring pass compiled for these
+            self.compiled.add(shapes)
+            trim_host_memory()  # the compilers' freed memory back to the system
         proxy = scores.proxy - self.offset
         optimised = proxy if self.reward_model is not None else gold
         rewards = (optimised - config.missing_answer_penalty * ~answered).astype(np.float32)
