@@ -27,7 +27,6 @@ from trainers.online import (
     _completion_slot_values,
     completion_hidden,
     last_token_values,
-    packed_layout,
     policy_logps,
 )
 from trainers.policy_gradient import (
@@ -100,9 +99,9 @@ def _rollout(P: int = 2, G: int = 3, Tp: int = 5, N: int = 4, seed: int = 0) -> 
                    np.zeros(P * G, bool), np.repeat(np.arange(P), G))  # fmt: skip
 
 
-def test_packed_rows_give_each_completion_its_own_forward():
-    """Log-probs and reward-model values from the packed rows (prompt once, then its G
-    completions) equal a plain forward over each prompt + completion on its own."""
+def test_rollout_log_probs_and_rewards_equal_plain_forwards():
+    """Log-probs and reward-model values from the shared-prefix forward (each prompt once for
+    its G completions) equal a plain forward over each prompt + completion on its own."""
     cfg = dataclasses.replace(TINY, vocab_size=64, value_head=True)
     model = init_model(cfg, 0)
     graphdef, state = nnx.split(model)
@@ -143,16 +142,31 @@ def test_packed_rows_give_each_completion_its_own_forward():
     np.testing.assert_allclose(rewards, plain_rewards, atol=1e-5)
 
 
-def test_packed_attention_keeps_completions_apart():
-    batch = _rollout(P=1, G=2, Tp=3, N=2)
-    _, positions, attend, sources = packed_layout(batch.prompt_ids, batch.prompt_mask,
-                                                  batch.completions, 2)  # fmt: skip
-    attend = np.asarray(attend[0])  # the prompt is 2 pad slots, then 1 real token
-    assert attend[3, :4].tolist() == [False, False, True, True]  # completion 0: the prompt
-    assert not attend[5, 3] and not attend[5, 4] and attend[5, 5]  # completion 1: not 0's
-    assert attend[0].tolist() == [True, *[False] * 6]  # padding sees only itself
-    assert np.asarray(sources).tolist() == [2, 3, 2, 5]  # token 0 of each from the prompt
-    assert np.asarray(positions[0]).tolist() == [0, 0, 0, 1, 2, 1, 2]
+def test_grouped_hidden_states_equal_one_sequence_each():
+    """The shared-prefix forward gives every prompt + continuation the hidden states of that
+    sequence run on its own (and a continuation never sees another's tokens)."""
+    cfg = dataclasses.replace(TINY, vocab_size=64)
+    model = init_model(cfg, 1)
+    graphdef, state = nnx.split(model)
+    batch = _rollout(P=2, G=3, Tp=5, N=4, seed=2)
+    P, G, N = 2, 3, 4
+    grouped = jnp.asarray(batch.completions.reshape(P, G, N))
+    run = jax.jit(lambda state, ids, mask, c: nnx.merge(graphdef, state).grouped_hidden_states(
+        ids, mask, c))  # fmt: skip
+    hp, hc = jax.device_get(run(state, batch.prompt_ids, batch.prompt_mask, grouped))
+    changed = grouped.at[0, 1].set((grouped[0, 1] + 7) % 64)  # another continuation changes
+    hp2, hc2 = jax.device_get(run(state, batch.prompt_ids, batch.prompt_mask, changed))
+    np.testing.assert_array_equal(hc2[0, 0], hc[0, 0])
+    np.testing.assert_array_equal(hp2, hp)
+    plain = jax.jit(lambda state, ids: nnx.merge(graphdef, state).hidden_states(ids))
+    for p in range(P):
+        prompt = batch.prompt_ids[p][batch.prompt_mask[p].astype(bool)]
+        for g in range(G):
+            ids = np.concatenate([prompt, batch.completions[p * G + g]])[None]
+            expected = np.asarray(plain(state, ids))[0]
+            np.testing.assert_allclose(hc[p, g], expected[len(prompt) :], atol=1e-5)
+            real = batch.prompt_mask[p].astype(bool)
+            np.testing.assert_allclose(hp[p][real], expected[: len(prompt)], atol=1e-5)
 
 
 # ----------------------------------------------------------------------------- the losses

@@ -592,6 +592,8 @@ class _Logger:
         self.log.write(lines)
         self.bar.update(len(lines))
         shown = {"loss": f"{lines[-1].get('train/loss', float('nan')):.4f}"}
+        if "train/reward/gold" in lines[-1]:  # the online methods: what they optimise
+            shown["gold"] = f"{lines[-1]['train/reward/gold']:.3f}"
         shown.update({k.split("_")[0] + "/s": f"{v:.0f}" for k, v in rates.items()})
         self.bar.set_postfix(shown)
         self.pending = []

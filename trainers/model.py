@@ -149,6 +149,48 @@ class CausalSelfAttention(nnx.Module):
         y = y.transpose(0, 2, 1, 3).reshape(B, -1, C)  # (B, Tq, C)
         return _per_token(self.c_proj, y), kv
 
+    def grouped(
+        self, xp: jax.Array, xc: jax.Array, prompt_mask: jax.Array
+    ) -> tuple[jax.Array, jax.Array]:
+        """Shared-prefix attention. xp (P, Tp, C) prompts (left-padded, `prompt_mask` (P, Tp)
+        1 on real tokens), xc (P, G, N, C) G continuations of each: a prompt's tokens attend
+        causally over its real tokens, a continuation's over its prompt's real tokens and its
+        own earlier tokens, never another continuation's. The same numbers as one causal
+        sequence per prompt + continuation, but the prompt's keys are computed once and no
+        continuation's scores span the others': G N (Tp + N) scores instead of G (Tp + N)^2
+        (G copies of the prompt) or (G N)^2 (one packed row). Returns (yp, yc)."""
+        P, Tp, C = xp.shape
+        G, N = xc.shape[1], xc.shape[2]
+        H, D = self.n_head, self.head_dim
+        flat = jnp.concatenate([xp.reshape(-1, C), xc.reshape(-1, C)])  # one matmul for both
+        qkv = self.c_attn(flat)
+        qkv_p, qkv_c = (
+            qkv[: P * Tp].reshape(P, Tp, 3, H, D),
+            qkv[P * Tp :].reshape(P, G, N, 3, H, D),
+        )
+        qp, kp, vp = (qkv_p[:, :, i].transpose(0, 2, 1, 3) for i in range(3))  # (P, H, Tp, D)
+        qc, kc, vc = (qkv_c[:, :, :, i].transpose(0, 1, 3, 2, 4) for i in range(3))  # (P,G,H,N,D)
+        scale = 1.0 / math.sqrt(D)
+        low = jnp.finfo(jnp.float32).min
+        real = prompt_mask.astype(bool)
+        causal_p = jnp.tril(jnp.ones((Tp, Tp), bool))
+        mask_pp = (causal_p[None] & real[:, None, :]) | jnp.eye(Tp, dtype=bool)[None]  # pad: self
+        s_pp = jnp.einsum("phtd,phsd->phts", qp, kp).astype(jnp.float32) * scale
+        att_p = jax.nn.softmax(jnp.where(mask_pp[:, None], s_pp, low), axis=-1).astype(vp.dtype)
+        yp = jnp.einsum("phts,phsd->phtd", att_p, vp)  # (P, H, Tp, D)
+        s_cp = jnp.einsum("pghnd,phsd->pghns", qc, kp).astype(jnp.float32) * scale
+        s_cc = jnp.einsum("pghnd,pghmd->pghnm", qc, kc).astype(jnp.float32) * scale
+        s_cp = jnp.where(real[:, None, None, None, :], s_cp, low)
+        s_cc = jnp.where(jnp.tril(jnp.ones((N, N), bool)), s_cc, low)
+        att = jax.nn.softmax(jnp.concatenate([s_cp, s_cc], axis=-1), axis=-1).astype(vc.dtype)
+        yc = jnp.einsum("pghns,phsd->pghnd", att[..., :Tp], vp) + jnp.einsum(
+            "pghnm,pghmd->pghnd", att[..., Tp:], vc
+        )  # (P, G, H, N, D)
+        y = jnp.concatenate([yp.transpose(0, 2, 1, 3).reshape(-1, C),
+                             yc.transpose(0, 1, 3, 2, 4).reshape(-1, C)])  # fmt: skip
+        y = self.c_proj(y)
+        return y[: P * Tp].reshape(P, Tp, C), y[P * Tp :].reshape(P, G, N, C)
+
 
 class MLP(nnx.Module):
     def __init__(self, cfg: GPTConfig, *, rngs: nnx.Rngs) -> None:
@@ -194,6 +236,20 @@ class Block(nnx.Module):
 
 def _block_no_cache(block: Block, x: jax.Array, mask: jax.Array) -> jax.Array:
     return block(x, mask)[0]
+
+
+def _block_grouped(
+    block: Block, xp: jax.Array, xc: jax.Array, prompt_mask: jax.Array
+) -> tuple[jax.Array, jax.Array]:
+    """A block over prompts (P, Tp, C) and their continuations (P, G, N, C): the attention
+    shares each prompt's keys (`CausalSelfAttention.grouped`), the per-token layers run on all
+    tokens at once."""
+    ap, ac = block.attn.grouped(block.ln_1(xp), block.ln_1(xc), prompt_mask)
+    xp, xc = xp + ap, xc + ac
+    P, Tp, C = xp.shape
+    flat = jnp.concatenate([xp.reshape(-1, C), xc.reshape(-1, C)])
+    flat = flat + block.mlp(block.ln_2(flat))
+    return flat[: P * Tp].reshape(xp.shape), flat[P * Tp :].reshape(xc.shape)
 
 
 class GPT(nnx.Module):
@@ -267,6 +323,26 @@ class GPT(nnx.Module):
         for block in self.h:
             x = block_fn(block, x, mask)
         return self.ln_f(x)
+
+    def grouped_hidden_states(
+        self, prompt_ids: jax.Array, prompt_mask: jax.Array, continuations: jax.Array
+    ) -> tuple[jax.Array, jax.Array]:
+        """(P, Tp) left-padded prompts and (P, G, N) continuations of each -> final hidden
+        states of the prompts (P, Tp, C) and of the continuations (P, G, N, C), each exactly
+        its own in one causal sequence prompt + continuation, with the prompt run once per
+        group (`CausalSelfAttention.grouped`). Continuation slots past a sequence's end may
+        hold anything: they see only what is before them."""
+        N = continuations.shape[2]
+        prompt_positions = positions_from_mask(prompt_mask)
+        length = jnp.sum(prompt_mask, axis=-1).astype(jnp.int32)  # (P,)
+        positions = length[:, None, None] + jnp.arange(N, dtype=jnp.int32)  # (P, 1, N)
+        positions = jnp.broadcast_to(positions, continuations.shape)
+        xp = self._embed(prompt_ids, prompt_positions)
+        xc = self._embed(continuations, jnp.minimum(positions, self.cfg.n_positions - 1))
+        block_fn = nnx.remat(_block_grouped) if self.cfg.remat else _block_grouped
+        for block in self.h:
+            xp, xc = block_fn(block, xp, xc, prompt_mask)
+        return self.ln_f(xp), self.ln_f(xc)
 
     def lm_head(self, hidden: jax.Array, weights: jax.Array | None = None) -> jax.Array:
         """(..., C) hidden states -> (..., V) float32 logits via the tied embedding.

@@ -11,14 +11,14 @@ Each engine step of an online method is one rollout and the method's updates on 
      prompt's prefill runs once and its cache is shared by its G samples);
    * decodes them and scores them on the host with the task's gold reward
      (`tasks.kinship.score`), and marks those without a parsable `Answer:` line;
-   * runs ONE jitted pass (`score_pass`) over the packed samples (`packed_layout`: each
-     prompt once, then its G completions, kept apart by a block mask) through the current
+   * runs ONE jitted pass (`score_pass`) over the samples (each prompt once for its G
+     completions: `GPT.grouped_hidden_states`, shared-prefix attention) through the current
      policy, the reference policy (the initial model) and, with `--reward rm:RUN`, the
      reward model: the sampling policy's and the reference's token log-probs, the exact
      full-vocabulary KL and the entropy at every sampled position, and the proxy reward;
    * returns the step's `Rollout` (below) and its metrics.
 3. The method's jitted step makes its updates on the `Rollout` (`trainers/grpo.py`,
-   `rloo.py`, `ppo.py`, `online_dpo.py`), through the same packed layout.
+   `rloo.py`, `ppo.py`, `online_dpo.py`), through the same shared-prefix forward.
 
 Log-probs are of the *tempered* policy (logits / temperature, the distribution actually
 sampled; the TL;DR reproduction's temperature correction), for the policy and the reference
@@ -112,47 +112,16 @@ def rollout_sharding(mesh: jax.sharding.Mesh) -> Rollout:
 # ----------------------------------------------------------------------------- the layout
 
 
-def packed_layout(
-    prompt_ids: jax.Array, prompt_mask: jax.Array, completions: jax.Array, group: int
-) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
-    """Each prompt once, then its G completions, in one row.
-
-    (P, Tp) prompts and (P * G, N) completions -> tokens (P, W) and positions (P, W), W = Tp +
-    G * N; `attend` (P, W, W) bool (a completion's slot sees its prompt's real tokens and its
-    own earlier slots, never another completion); `sources` (G * N,) int32, the slot whose
-    output predicts each completion slot (the prompt's last slot for token 0)."""
-    P, Tp = prompt_ids.shape
-    N = completions.shape[1]
-    W = Tp + group * N
-    tokens = jnp.concatenate([prompt_ids, completions.reshape(P, group * N)], axis=1)
-    prompt_length = jnp.sum(prompt_mask, axis=1).astype(jnp.int32)  # (P,)
-    prompt_positions = jnp.clip(jnp.cumsum(prompt_mask, axis=1) - 1, 0, None)
-    offsets = jnp.tile(jnp.arange(N, dtype=jnp.int32), group)  # (G * N,)
-    positions = jnp.concatenate(
-        [prompt_positions.astype(jnp.int32), prompt_length[:, None] + offsets[None]], axis=1
-    )
-    # Segment of each slot: 0 for the prompt, 1 + g for completion g.
-    segment = jnp.concatenate([jnp.zeros(Tp, jnp.int32), 1 + jnp.arange(group * N) // N])
-    slots = jnp.arange(W)
-    causal = slots[None, :] <= slots[:, None]  # key j <= query i
-    same = (segment[None, :] == 0) | (segment[None, :] == segment[:, None])  # (W, W)
-    key_ok = jnp.concatenate([prompt_mask.astype(bool), jnp.ones((P, group * N), bool)], axis=1)
-    attend = (causal & same)[None] & key_ok[:, None, :]
-    attend = attend | (slots[None, :] == slots[:, None])[None]  # padding sees itself
-    completion_slots = Tp + jnp.arange(group * N)
-    sources = jnp.where(offsets == 0, Tp - 1, completion_slots - 1).astype(jnp.int32)
-    return tokens, positions, attend, sources
-
-
 def completion_hidden(model: GPT, prompt_ids: jax.Array, prompt_mask: jax.Array,
                       completions: jax.Array, group: int) -> jax.Array:  # fmt: skip
-    """(P * G, N, C) final hidden states that predict each completion token (one forward
-    over the packed rows)."""
-    tokens, positions, attend, sources = packed_layout(prompt_ids, prompt_mask, completions,
-                                                       group)  # fmt: skip
-    hidden = model.hidden_states(tokens, positions=positions, attend=attend)  # (P, W, C)
+    """(P * G, N, C) final hidden states that predict each completion token: the prompt's
+    last for token 0, then each completion's own (`GPT.grouped_hidden_states`: one forward,
+    each prompt run once for its G completions)."""
     P, N = prompt_ids.shape[0], completions.shape[1]
-    return hidden[:, sources].reshape(P * group, N, -1)
+    grouped = completions.reshape(P, group, N)
+    hp, hc = model.grouped_hidden_states(prompt_ids, prompt_mask, grouped)
+    last = jnp.broadcast_to(hp[:, None, -1:], (P, group, 1, hp.shape[-1]))
+    return jnp.concatenate([last, hc[:, :, :-1]], axis=2).reshape(P * group, N, -1)
 
 
 def token_logps(logits: jax.Array, tokens: jax.Array) -> jax.Array:
@@ -225,13 +194,10 @@ def _score_pass(
 
 def _completion_slot_values(model: GPT, batch: Rollout, group: int) -> jax.Array:
     """(P * G, N) the value head read at each completion token's own slot."""
-    tokens, positions, attend, _ = packed_layout(batch.prompt_ids, batch.prompt_mask,
-                                                 batch.completions, group)  # fmt: skip
-    hidden = model.hidden_states(tokens, positions=positions, attend=attend)
-    P, Tp = batch.prompt_ids.shape
-    N = batch.completions.shape[1]
-    values = model.value(hidden[:, Tp:])  # (P, G * N)
-    return values.reshape(P * group, N)
+    P, N = batch.prompt_ids.shape[0], batch.completions.shape[1]
+    grouped = batch.completions.reshape(P, group, N)
+    _, hc = model.grouped_hidden_states(batch.prompt_ids, batch.prompt_mask, grouped)
+    return model.value(hc.reshape(P * group, N, -1))
 
 
 score_pass = GraphdefJit(_score_pass,
