@@ -18,8 +18,10 @@ policy, reference, optimizer, data.
   off, no evaluation, no checkpoints.
 
 `completions_per_s` is over the whole run; `steady_completions_per_s` from the median step
-time (TRL's first steps warm up too, ours compile). Rounds alternate ours, TRL, ours, ...;
-each ratio is ours over the TRL run beside it, and the medians are printed with every round.
+time (TRL's first steps warm up too, ours compile). Each round runs ours with an empty
+compilation cache (`ours_cold_cache`), TRL, then ours again on that cache (`ours_warm_cache`,
+as a second seed of a sweep runs: nothing to compile); each ratio is ours over the TRL run
+beside it, and the medians over rounds are printed with every round's.
 """
 
 from __future__ import annotations
@@ -64,9 +66,10 @@ def make_inputs(root: Path, sft_steps: int) -> tuple[Path, Path]:
 def run_ours(args: argparse.Namespace) -> dict:
     import jax
 
-    from trainers.runtime import limit_malloc_arenas
+    from trainers.runtime import enable_compilation_cache, limit_malloc_arenas
 
     limit_malloc_arenas()  # as `kinrl train` does, before JAX starts its threads
+    enable_compilation_cache()  # the parent picks the folder (or "off")
 
     from trainers.checkpoint import Checkpoints
     from trainers.config import GRPOConfig
@@ -170,13 +173,16 @@ def run_trl(args: argparse.Namespace) -> dict:
     return result
 
 
-def child(framework: str, args: argparse.Namespace) -> dict:
+def child(framework: str, args: argparse.Namespace, cache: Path | None = None) -> dict:
+    """One side in a fresh interpreter; ours keeps compiled programs in the compilation cache
+    folder `cache` (None: no cache)."""
     argv = [sys.executable, __file__, "--worker", framework, "--data", str(args.data),
             "--init", str(args.init), "--steps", str(args.steps), "--lr", str(args.lr),
             "--beta", str(args.beta)]  # fmt: skip
     if args.torch_threads:
         argv += ["--torch-threads", str(args.torch_threads)]
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "KINRL_COMPILATION_CACHE": "off"}
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "KINRL_COMPILATION_CACHE": str(cache or "off")}
+    env.pop("JAX_COMPILATION_CACHE_DIR", None)
     done = subprocess.run(argv, capture_output=True, text=True, env=env, cwd=ROOT, check=False)
     if done.returncode != 0:
         raise SystemExit(f"{framework} failed:\n{done.stderr[-3000:]}")
@@ -201,20 +207,28 @@ def main() -> None:
     rounds = []
     with tempfile.TemporaryDirectory() as tmp:
         args.data, args.init = make_inputs(Path(tmp), args.sft_steps)
-        for _ in range(args.repeats):
-            ours, trl = child("ours", args), child("trl", args)
-            rounds.append({
-                "ours": ours, "trl": trl,
-                "speedup": round(ours["completions_per_s"] / trl["completions_per_s"], 2),
-                "steady_speedup": round(ours["steady_completions_per_s"]
-                                        / trl["steady_completions_per_s"], 2),
-                "memory_trl_over_ours": round(trl["peak_rss_mb"] / ours["peak_rss_mb"], 2),
-            })  # fmt: skip
-    medians = {key: statistics.median(r[key] for r in rounds)
-               for key in ("speedup", "steady_speedup", "memory_trl_over_ours")}  # fmt: skip
+        for number in range(args.repeats):  # ours cold, TRL, ours warm: neighbours compared
+            cache = Path(tmp) / f"compilation-cache-{number}"  # empty: compiles everything
+            cold, trl = child("ours", args, cache), child("trl", args)
+            warm = child("ours", args, cache)  # e.g. a second seed: nothing to compile
+            rounds.append({"ours_cold_cache": cold, "trl": trl, "ours_warm_cache": warm})
+    ratios: dict[str, dict[str, float]] = {}
+    for name in ("cold", "warm"):
+        per_round = [{
+            "completions_per_s": r[f"ours_{name}_cache"]["completions_per_s"]
+            / r["trl"]["completions_per_s"],
+            "steady_completions_per_s": r[f"ours_{name}_cache"]["steady_completions_per_s"]
+            / r["trl"]["steady_completions_per_s"],
+            "memory_trl_over_ours": r["trl"]["peak_rss_mb"]
+            / r[f"ours_{name}_cache"]["peak_rss_mb"],
+        } for r in rounds]  # fmt: skip
+        ratios[name] = {key: round(statistics.median(x[key] for x in per_round), 2)
+                        for key in per_round[0]}  # fmt: skip
+        for r, x in zip(rounds, per_round, strict=True):
+            r[f"ratios_{name}"] = {key: round(value, 2) for key, value in x.items()}
     print(json.dumps({"config": {"prompts": PROMPTS, "group": GROUP, "new_tokens": NEW_TOKENS,
                                  "steps": args.steps, "beta": args.beta, "lr": args.lr},
-                      "rounds": rounds, "medians": medians}, indent=2))  # fmt: skip
+                      "rounds": rounds, "median_ratios": ratios}, indent=2))  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -413,15 +413,17 @@ def _reward_source(value: Any) -> bool:
 class OnlineConfig(TrainConfig):
     """The methods that learn from their own samples (`trainers/online.py`): each step
     samples `group_size` completions of `prompts_per_step` training prompts, scores them,
-    then makes the method's updates on them."""
+    then makes the method's updates on them. The defaults are GRPO's measured recipe from a
+    nano SFT run on level 2 (README): at 2e-4 and 1e-4 held-out accuracy fell, at 5e-5 it
+    rose."""
 
-    steps: int = default_of(TrainConfig, "steps", 200)
-    learning_rate: float = default_of(TrainConfig, "learning_rate", 2e-4)
+    steps: int = default_of(TrainConfig, "steps", 400)
+    learning_rate: float = default_of(TrainConfig, "learning_rate", 5e-5)
     warmup_steps: int = default_of(TrainConfig, "warmup_steps", 0)
     min_lr_ratio: float = default_of(TrainConfig, "min_lr_ratio", 1.0)
-    eval_interval: int = default_of(TrainConfig, "eval_interval", 50)
-    eval_examples: int = default_of(TrainConfig, "eval_examples", 256)
-    save_interval: int = default_of(TrainConfig, "save_interval", 50)
+    eval_interval: int = default_of(TrainConfig, "eval_interval", 100)
+    eval_examples: int = default_of(TrainConfig, "eval_examples", 512)
+    save_interval: int = default_of(TrainConfig, "save_interval", 100)
     reward: str = option(
         "what is optimised: gold (the task's exact score) or rm:RUN (a reward model run, the "
         "proxy; the gold reward is still logged)",
