@@ -54,7 +54,7 @@ def complete(
     leaves no room to answer gets None. `progress`: a bar over the prompts.
     """
     graphdef, state = nnx.split(model)
-    devices = jax.device_count()
+    devices = jax.local_device_count()
     batch_size = -(-batch_size // devices) * devices  # rows split evenly over the devices
     state = shard_rows(state)[0]  # replicated once over every device (if several)
     n_positions = model.cfg.n_positions

@@ -248,16 +248,24 @@ def test_run_updates_counts_epochs_stops_early_and_keeps_groups_together():
         assert prompts.shape == (2,) and completions.shape == (4,)
         # a group's two completions are 2p and 2p + 1 of its prompt p
         pair_ok = jnp.all(completions.reshape(2, 2)[:, 0] == 2 * prompts)
-        loss = (params["w"] - jnp.sum(prompts)) ** 2
-        return loss, {"approx_kl": jnp.float32(0.5), "pairs": pair_ok.astype(jnp.float32)}
+        loss = (params["w"] - 10.0) ** 2
+        # as PPO's, measured before this minibatch's update: 0, then 2 after the first
+        metrics = {"approx_kl": jnp.abs(params["w"]), "pairs": pair_ok.astype(jnp.float32),
+                   "first_prompt": prompts[0]}  # fmt: skip
+        return loss, metrics
 
     sgd = optax.sgd(0.1)
     _, _, m = run_updates(params, sgd.init(params), data, loss_fn, sgd, prompts=4,
                           minibatches=2, epochs=3, key=jax.random.key(0))  # fmt: skip
     assert float(m["updates"]) == 6 and float(m["pairs"]) == 1.0
+    # In order, minibatches interleave the prompts: (0, 2), then (1, 3).
     _, _, m = run_updates(params, sgd.init(params), data, loss_fn, sgd, prompts=4,
+                          minibatches=2, epochs=1)  # fmt: skip
+    assert float(m["first_prompt"]) == 0.5  # the mean of prompts 0 and 1, the minibatches' first
+    w, _, m = run_updates(params, sgd.init(params), data, loss_fn, sgd, prompts=4,
                           minibatches=2, epochs=3, target_kl=0.1)  # fmt: skip
-    assert float(m["updates"]) == 1  # the first update passed the target: the rest skipped
+    # The second minibatch's KL before its update passed the target: one update made.
+    assert float(m["updates"]) == 1 and float(w["w"]) == pytest.approx(2.0)
     order = jnp.array([2, 0, 3, 1])
     prompts, completions = permute_prompts(data, order, 4)
     assert prompts.tolist() == [2, 0, 3, 1]
@@ -304,8 +312,8 @@ def test_one_update_changes_every_parameter_towards_the_advantage(method, folder
             for p in (before.params, after.params)]  # fmt: skip
     moved = logp[1] - logp[0]
     rewards = np.asarray(batch.rewards).reshape(-1, G)
-    if method == "online-dpo":  # rewards hold the labels: 1 for the chosen sample of a pair
-        signed = np.where(rewards == 1, 1.0, -1.0).reshape(-1)
+    if method == "online-dpo":  # rewards hold the labels: 1 chosen, 0 rejected, 0.5 a tie
+        signed = (rewards - 0.5).reshape(-1)
     else:
         signed = (rewards - rewards.mean(axis=1, keepdims=True)).reshape(-1)
     assert float(np.sum(signed * moved)) > 0

@@ -492,6 +492,12 @@ class KLPenaltyConfig(OnlineConfig):
         one_of(("reward", "loss")),
     )
 
+    def check(self) -> None:
+        super().check()
+        if self.kl_in == "loss" and self.kl_estimator == "k1":
+            why = "k2 or k3 with kl_in loss (k1 there has no gradient in expectation)"
+            require(False, "kl_estimator", why, self.kl_estimator)
+
 
 @dataclass(frozen=True)
 class PolicyGradientConfig(KLPenaltyConfig):
@@ -534,7 +540,9 @@ class GRPOConfig(PolicyGradientConfig):
         one_of(SCALE_REWARDS),
     )
     sequence_ratio: bool = option(
-        "GSPO: one importance ratio per sequence (the geometric mean of its tokens')", False
+        "GSPO: one importance ratio per sequence (the geometric mean of its tokens'); GSPO "
+        "clips it far tighter (--epsilon 3e-4 --epsilon-high 4e-4)",
+        False,
     )
     drop_zero_variance: bool = option(
         "leave groups whose rewards are all equal out of the loss (they carry no signal)",
@@ -589,8 +597,8 @@ class PPOConfig(KLPenaltyConfig):
                                False)  # fmt: skip
     kl_target: float = option("target sequence KL of the adaptive coefficient, > 0", 6.0,
                               POSITIVE)  # fmt: skip
-    kl_horizon: float = option("horizon of the adaptive coefficient, in prompts, > 0", 10000.0,
-                               POSITIVE)  # fmt: skip
+    kl_horizon: float = option("horizon of the adaptive coefficient, in completions, > 0",
+                               10000.0, POSITIVE)  # fmt: skip
     target_approx_kl: float = option(
         "stop a rollout's updates once the approximate KL to its sampling policy passes this "
         "(0 = never)",
@@ -598,8 +606,16 @@ class PPOConfig(KLPenaltyConfig):
         NON_NEGATIVE,
     )
 
+    def check(self) -> None:
+        super().check()
+        if self.adaptive_kl and self.beta == 0:
+            raise ValueError("beta must be > 0 with adaptive_kl (it is the initial coefficient)")
+
     def updates_per_step(self) -> int:
         return self.minibatches * self.ppo_epochs
+
+
+ANNOTATOR_FIELDS = ("noise", "annotator", "annotator_temperature", "length_bias", "position_bias")
 
 
 @dataclass(frozen=True)
@@ -624,6 +640,11 @@ class OnlineDPOConfig(OnlineConfig):
                                 UNIT)  # fmt: skip
     position_bias: float = option("probability the first completion wins outright, 0..1", 0.0,
                                   UNIT)  # fmt: skip
+    train_ties: bool = option(
+        "also train on pairs whose two samples score alike (then labelled by the annotator's "
+        "coin); by default they are left out of the loss",
+        False,
+    )
 
     @property
     def needs_reference(self) -> bool:
@@ -636,6 +657,12 @@ class OnlineDPOConfig(OnlineConfig):
         if self.loss not in ("cdpo", "robust"):
             why = "0 unless loss is cdpo or robust"
             require(self.label_smoothing == 0, "label_smoothing", why, self.label_smoothing)
+        if self.reward_model is not None:  # the reward model labels: no annotator
+            for name in ANNOTATOR_FIELDS:
+                [f] = [f for f in dataclasses.fields(self) if f.name == name]
+                if getattr(self, name) != f.default:
+                    raise ValueError(f"{name} applies to reward gold only (the simulated "
+                                     "annotator); with rm:RUN the reward model labels")  # fmt: skip
 
 
 def check_hosts(address: str | None, num_processes: int | None, process_id: int | None) -> None:

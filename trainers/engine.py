@@ -289,19 +289,22 @@ def check_init_fits(init: str, method: Method, cfg: GPTConfig, tokenizer: Any,
                          f"vocabulary of {cfg.vocab_size}")  # fmt: skip
 
 
-def _check_fits_context(init: str | None, cfg: GPTConfig, prepared: Prepared) -> None:
+def _check_fits_context(init: str | None, cfg: GPTConfig, prepared: Prepared,
+                        config: TrainConfig) -> None:  # fmt: skip
     """ValueError when most training records do not fit the `--init` model's context (its
     positions do not fit the data); a warning when some are left out."""
     dropped, kept = prepared.dropped, prepared.examples
     if init is None or not dropped:
         return
     total = dropped + kept
+    # An online method drops the prompts that leave no room for its completions.
+    new_tokens = getattr(config, "max_new_tokens", None)
+    what = "longer than" if new_tokens is None else f"too long for {new_tokens} new tokens in"
     if dropped > kept:
-        raise ValueError(f"--init {init}: {dropped} of the {total} training examples are longer "
-                         f"than its context of {cfg.n_positions} positions")  # fmt: skip
-    print(f"kinrl: warning: {dropped} of the {total} training examples are longer than "
-          f"the context of {cfg.n_positions} positions and are left out",
-          file=sys.stderr)  # fmt: skip
+        raise ValueError(f"--init {init}: {dropped} of the {total} training examples are {what} "
+                         f"its context of {cfg.n_positions} positions")  # fmt: skip
+    print(f"kinrl: warning: {dropped} of the {total} training examples are {what} the context "
+          f"of {cfg.n_positions} positions and are left out", file=sys.stderr)  # fmt: skip
 
 
 # ----------------------------------------------------------------------------- the run
@@ -456,7 +459,7 @@ def open_run(
     start = time.perf_counter()
     try:  # the method's checks of its data; its reference cache goes into the run folder
         prepared = method.prepare(setup)
-        _check_fits_context(init, cfg, prepared)
+        _check_fits_context(init, cfg, prepared, config)
     except ValueError:
         if fresh and jax.process_index() == 0:  # leave nothing that blocks the fixed command
             _remove_new_run(run, existed)

@@ -14,7 +14,8 @@ KL of the policy p from the reference q, along completions sampled from p:
   temperature), give `sampling_logps` (log mu): each estimate is then weighted by the
   importance ratio `p / mu` (held constant), the correction the estimators need off-policy.
   As values to *log*, all three are sound; as a *loss*, differentiating k3 does not give the
-  KL's gradient (the known bias of "k3 as a loss"): use the exact KL, or k1 in the reward.
+  KL's gradient (the known bias of "k3 as a loss"): k2 in the loss, or k1 in the reward, does
+  (`trainers/policy_gradient.py`).
 
 Advantages:
 

@@ -12,8 +12,11 @@ batch's (`batch`) or nothing (`none`, Dr. GRPO). The loss per token is the clipp
 `beta` x the KL estimate with `--kl-in loss` (GRPO's default, k3), aggregated by
 `--loss-type`. With `--kl-in reward`, `beta` x the sequence's KL estimate is taken off its
 reward before the advantages instead. `--drop-zero-variance` leaves groups whose samples all
-scored alike out of the loss; `--mask-truncated` leaves out completions cut at
-`max_new_tokens`. With `beta` 0 no reference pass is made (and no KL is logged).
+scored alike out of the loss, as DAPO's dynamic sampling filters them (without drawing
+replacements): their scores carry no signal, so what goes is their KL terms and, with `bnpo`
+and `dapo` aggregation, their tokens' share of the normaliser. `--mask-truncated` leaves
+completions cut at `max_new_tokens` out of the loss. With `beta` 0 no reference pass is made
+(and no KL is logged).
 
 RLOO (`trainers/rloo.py`) is this step with its own advantages and aggregation.
 """
@@ -60,13 +63,15 @@ def policy_gradient_step(
                         config.kl_estimator)  # fmt: skip
         rewards = rewards - config.beta * jnp.sum(kl, axis=1)
     advantages = advantages_of(rewards)
-    weights = jnp.ones_like(rewards)
-    if drop_zero_variance:
-        spread = jnp.std(rewards.reshape(-1, G), axis=1) > 0
-        weights = weights * jnp.repeat(spread, G)
+    # Left out of the loss altogether: completions cut at max_new_tokens (--mask-truncated),
+    # and groups whose scores all tie, before any KL in the reward (--drop-zero-variance).
+    kept = jnp.ones_like(rewards)
     if config.mask_truncated:
-        weights = weights * (1.0 - batch.truncated.astype(jnp.float32))
-    loss_mask = mask * weights[:, None]
+        kept = kept * (1.0 - batch.truncated.astype(jnp.float32))
+    if drop_zero_variance:
+        spread = jnp.std(batch.rewards.reshape(-1, G), axis=1) > 0
+        kept = kept * jnp.repeat(spread, G).astype(jnp.float32)
+    loss_mask = mask * kept[:, None]
     step_tokens = jnp.sum(loss_mask)
 
     def loss_fn(params: nnx.State, minibatch: tuple) -> tuple[jax.Array, Metrics]:
@@ -91,7 +96,7 @@ def policy_gradient_step(
     )  # fmt: skip
     out = {k if k in ("loss", "grad_norm") else f"policy/{k}": v for k, v in metrics.items()}
     out["policy/advantage_abs"] = jnp.mean(jnp.abs(advantages))
-    out["policy/trained_fraction"] = jnp.mean(weights)
+    out["policy/trained_fraction"] = jnp.mean(kept)
     return params, opt_state, out
 
 

@@ -305,6 +305,7 @@ class Rollouts:
             graphdef, state = nnx.split(model)
             self.reward_model = (graphdef, place(state, setup))
         self.root = jax.random.key(config.seed)
+        self.sharding = rollout_sharding(setup.mesh)
         self.compiled: set[tuple] = set()
 
     def sample_key(self, step: int) -> jax.Array:
@@ -334,7 +335,8 @@ class Rollouts:
             np.repeat(np.arange(len(prompts.ids), dtype=np.int32), G),
         )  # fmt: skip
         rm_graphdef, rm_params = self.reward_model or (None, None)
-        scores = score_pass(graphdef, params, self.reference, rm_params, batch,
+        placed = put_global(batch, self.sharding)  # each device scores its prompts' samples
+        scores = score_pass(graphdef, params, self.reference, rm_params, placed,
                             reward_graphdef=rm_graphdef, group=G,
                             temperature=float(config.temperature))  # fmt: skip
         scores = jax.device_get(scores)
@@ -448,6 +450,11 @@ def prepare_online(setup: Setup, **hooks: Any) -> Prepared:
     reward_model = None
     if config.reward_model is not None:
         reward_model = load_reward_model(config.reward_model, tokenizer)
+        longest = max(len(p) for p in prompts) + config.max_new_tokens
+        if reward_model[0].cfg.n_positions < longest:
+            raise ValueError(f"--reward rm:{config.reward_model}: its context of "
+                             f"{reward_model[0].cfg.n_positions} positions is shorter than a "
+                             f"prompt and max_new_tokens ({longest})")  # fmt: skip
     evaluate = None
     if has_split(setup.data_dir, "validation"):
         held_out = load_records(setup.data_dir, "validation", EXAMPLES_KIND)

@@ -10,10 +10,13 @@ of each prompt is labelled by
   `--noise` (flip rate), `--annotator-temperature`, `--length-bias`, `--position-bias`; or
 * with `--reward rm:RUN`, the reward model: the higher proxy reward wins (ties at random).
 
-The loss is `--loss` of the DPO family (`trainers/dpo.py`'s `preference_loss`) on the pair's
+A pair whose two samples score alike (frequent with an exact, near-binary reward) would be
+labelled by a coin: it is left out of the loss unless `--train-ties`. The loss is `--loss` of
+the DPO family (`trainers/dpo.py`'s `preference_loss`) on the pair's
 summed completion log-probs (tempered) against the reference's, computed in the rollout's
 one scoring pass. Logged besides the rollout's figures: `label/agrees_with_gold` (the share
-of labels that prefer the gold-better sample, among pairs whose gold rewards differ),
+of labels that prefer the gold-better sample, among pairs whose gold rewards differ; NaN when
+none do), `label/gold_ties`, `label/trained` (the share of pairs in the loss),
 `rewards/accuracies` and `rewards/margins` of the implicit rewards.
 """
 
@@ -38,8 +41,10 @@ from trainers.policy_gradient import run_updates
 LABEL_STREAM = 0x1ABE1  # the annotator's random stream, apart from the data's
 
 
-def label_pairs(config: OnlineDPOConfig, batch: Rollout, step: int) -> tuple[np.ndarray, dict]:
-    """(P,) True where a prompt's first sample is preferred, and the labelling metrics."""
+def label_pairs(config: OnlineDPOConfig, batch: Rollout,
+                step: int) -> tuple[np.ndarray, np.ndarray, dict]:  # fmt: skip
+    """(P,) True where a prompt's first sample is preferred, (P,) True where the pair is
+    trained on (its samples' rewards differ, or `train_ties`), and the labelling metrics."""
     utility = np.asarray(batch.rewards).reshape(-1, 2)
     rng = np.random.default_rng([config.seed, step, LABEL_STREAM])
     if config.reward_model is not None:  # the proxy decides
@@ -57,9 +62,11 @@ def label_pairs(config: OnlineDPOConfig, batch: Rollout, step: int) -> tuple[np.
     gold = np.asarray(batch.gold).reshape(-1, 2)
     differ = gold[:, 0] != gold[:, 1]
     agrees = (first == (gold[:, 0] > gold[:, 1]))[differ]
-    metrics = {"label/agrees_with_gold": np.float32(agrees.mean() if agrees.size else 1.0),
-               "label/gold_ties": np.float32(1.0 - differ.mean())}  # fmt: skip
-    return first, metrics
+    trained = np.ones(len(first), bool) if config.train_ties else utility[:, 0] != utility[:, 1]
+    metrics = {"label/agrees_with_gold": np.float32(agrees.mean() if agrees.size else np.nan),
+               "label/gold_ties": np.float32(1.0 - differ.mean()),
+               "label/trained": np.float32(trained.mean())}  # fmt: skip
+    return first, trained, metrics
 
 
 def online_dpo_step(
@@ -73,7 +80,8 @@ def online_dpo_step(
     optimizer: optax.GradientTransformation,
 ) -> tuple[nnx.State, optax.OptState, Metrics]:
     """The DPO updates on one labelled rollout: `batch.rewards` holds 1 for each pair's
-    preferred sample and 0 for the other (`labelled_rollouts`)."""
+    preferred sample and 0 for the other, or 0.5 for both of a pair left out (a tie;
+    `labelled_rollouts`)."""
     del key
     P = batch.prompt_ids.shape[0]
 
@@ -86,13 +94,18 @@ def online_dpo_step(
 
     def loss_fn(params: nnx.State, rollout: Rollout) -> tuple[jax.Array, Metrics]:
         logps = policy_logps(nnx.merge(graphdef, params), rollout, 2, config.temperature)
-        first = rollout.rewards.reshape(-1, 2)[:, 0] > 0.5
+        labels = rollout.rewards.reshape(-1, 2)
+        first = labels[:, 0] > labels[:, 1]
+        weight = jnp.abs(labels[:, 0] - labels[:, 1])  # 1 for a labelled pair, 0 for a tie
         mask = rollout.completion_mask
         policy = pair(jnp.sum(logps, axis=1), first)
         reference = pair(jnp.sum(rollout.reference_logps, axis=1), first)
         counts = pair(jnp.sum(mask, axis=1), first)
         losses, metrics = preference_loss(config, policy, counts, reference)
-        return jnp.mean(losses), {k: jnp.mean(v) for k, v in metrics.items()}
+        total = jnp.maximum(jnp.sum(weight), 1.0)
+        return jnp.sum(weight * losses) / total, {
+            k: jnp.sum(weight * v) / total for k, v in metrics.items()
+        }
 
     params, opt_state, metrics = run_updates(params, opt_state, batch, loss_fn, optimizer,
                                              prompts=P, minibatches=config.minibatches,
@@ -109,9 +122,10 @@ def prepare(setup: Setup) -> Prepared:
     def labelled_rollouts(graphdef: nnx.GraphDef, params: nnx.State, prompts: Any,
                           step: int) -> tuple[Rollout, Metrics]:  # fmt: skip
         batch, metrics = rollouts(graphdef, params, prompts, step)
-        first, label_metrics = label_pairs(config, batch, step)
-        labels = np.stack([first, ~first], axis=1).reshape(-1).astype(np.float32)
-        return batch._replace(rewards=labels), {**metrics, **label_metrics}
+        first, trained, label_metrics = label_pairs(config, batch, step)
+        labels = np.stack([first, ~first], axis=1).astype(np.float32)
+        labels[~trained] = 0.5  # no preference: the pair leaves the loss
+        return batch._replace(rewards=labels.reshape(-1)), {**metrics, **label_metrics}
 
     return prepared._replace(rollout=labelled_rollouts)
 

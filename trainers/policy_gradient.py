@@ -15,14 +15,15 @@
 * `kl_penalty`: the per-token KL term by `--kl-estimator`, importance-weighted when the tokens
   came from an older policy. Its gradient, when it goes into the loss (`--kl-in loss`),
   is `w * (log p/q) * grad log p` for k2 (the true gradient of KL(p || q), on and off policy),
-  `w * (1 - q/p) * grad log p` for k3 (GRPO's choice: biased, it is the gradient of
-  KL(q || p) to first order), and `w * grad log p` for k1 (zero in expectation: no pull
-  towards the reference at all), w the detached ratio p / p_old (1 on the first pass). In the
-  reward (`--kl-in reward`) it is a constant of the rollout, and k1 there gives the
-  REINFORCE gradient of the KL-regularised objective.
+  `w * (1 - q/p) * grad log p` for k3 (GRPO's choice: biased, in expectation it is the
+  gradient of the reverse KL(q || p)), and `w * grad log p` for k1 (zero in expectation: no
+  pull towards the reference at all, so the configs refuse k1 in the loss), w the detached
+  ratio p / p_old (1 on the first pass). In the reward (`--kl-in reward`) it is a constant
+  of the rollout, and k1 there gives the REINFORCE gradient of the KL-regularised objective.
 * `run_updates`: `epochs` passes of `minibatches` optimizer updates over one rollout, in
   `lax.scan`, each pass optionally in a fresh random order of the prompts, stopping early
-  (skipping the remaining updates) once the approximate KL passes a target.
+  (making no more updates) at the first minibatch whose approximate KL, before its update,
+  passes a target.
 """
 
 from __future__ import annotations
@@ -106,10 +107,17 @@ def kl_penalty(logps: jax.Array, reference_logps: jax.Array, old_logps: jax.Arra
     return getattr(estimates, estimator)
 
 
-def minibatch_slices(tree: Any, minibatches: int) -> Any:
-    """Every leaf `(L, ...)` -> `(minibatches, L / minibatches, ...)` (prompt-level and
-    completion-level arrays alike: a prompt's G completions are consecutive)."""
-    return jax.tree.map(lambda x: x.reshape(minibatches, -1, *x.shape[1:]), tree)
+def minibatch_slices(tree: Any, minibatches: int, prompts: int) -> Any:
+    """Every leaf with P or P * G rows -> `(minibatches, rows / minibatches, ...)`, minibatch
+    m holding prompts m, m + M, m + 2M, ... (each with its G consecutive completions):
+    interleaved, so a rollout split over devices by prompt stays split in every minibatch."""
+
+    def split(x: jax.Array) -> jax.Array:
+        per = x.shape[0] // prompts  # rows per prompt: 1, or G
+        x = x.reshape(prompts // minibatches, minibatches, per, *x.shape[1:])
+        return x.swapaxes(0, 1).reshape(minibatches, -1, *x.shape[3:])
+
+    return jax.tree.map(split, tree)
 
 
 def permute_prompts(tree: Any, order: jax.Array, prompts: int) -> Any:
@@ -140,13 +148,14 @@ def run_updates(
     """`epochs` x `minibatches` optimizer updates of `params` on `data` (a tree whose leaves
     have P or P * G rows), each with `loss_fn(params, minibatch) -> (loss, metrics)`.
 
-    With `key`, every epoch visits the prompts in a fresh random order; `target_kl` > 0 skips
-    the updates after the one whose `approx_kl` metric passed it. Metrics: the mean over the
-    updates made of `loss`, `grad_norm` and each metric of `loss_fn`, and `updates` made."""
+    With `key`, every epoch visits the prompts in a fresh random order; `target_kl` > 0 makes
+    no more updates from the first minibatch whose `approx_kl` metric (before its update)
+    passes it. Metrics: the mean over the updates made of `loss`, `grad_norm` and each metric
+    of `loss_fn`, and `updates` made (skipped updates do not advance the optimizer's count)."""
     grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
     # The metrics' names, from a trace of one minibatch-shaped call.
     _, shapes = jax.eval_shape(
-        loss_fn, params, jax.tree.map(lambda x: x[0], minibatch_slices(data, minibatches))
+        loss_fn, params, jax.tree.map(lambda x: x[0], minibatch_slices(data, minibatches, prompts))
     )
     zeros = {name: jnp.zeros((), jnp.float32) for name in (*shapes, "loss", "grad_norm")}
 
@@ -154,7 +163,7 @@ def run_updates(
         ordered = data
         if key is not None:
             ordered = permute_prompts(data, jax.random.permutation(epoch_key, prompts), prompts)
-        return jax.lax.scan(update, carry, minibatch_slices(ordered, minibatches))[0], None
+        return jax.lax.scan(update, carry, minibatch_slices(ordered, minibatches, prompts))[0], None
 
     def update(carry: tuple, minibatch: Any) -> tuple[tuple, None]:
         params, opt_state, stopped, sums, count = carry
@@ -162,20 +171,30 @@ def run_updates(
         def step(operand: tuple) -> tuple:
             params, opt_state = operand
             (loss, metrics), grads = grad_fn(params, minibatch)
-            updates, opt_state = optimizer.update(grads, opt_state, params)
-            params = optax.apply_updates(params, updates)
             metrics = {**metrics, "loss": loss, "grad_norm": optax.global_norm(grads)}
-            return params, opt_state, {k: metrics[k].astype(jnp.float32) for k in zeros}
+            metrics = {k: metrics[k].astype(jnp.float32) for k in zeros}
+            # The KL to the sampling policy is that of the parameters before this update:
+            # past the target, this update is not made either (as SB3's PPO stops).
+            passed = jnp.array(False)
+            if target_kl > 0:
+                passed = metrics["approx_kl"] > target_kl
+
+            def apply(operand: tuple) -> tuple:
+                params, opt_state = operand
+                updates, opt_state = optimizer.update(grads, opt_state, params)
+                return optax.apply_updates(params, updates), opt_state
+
+            params, opt_state = jax.lax.cond(passed, lambda o: o, apply, (params, opt_state))
+            return params, opt_state, metrics, passed
 
         def skip(operand: tuple) -> tuple:
-            return (*operand, zeros)
+            return (*operand, zeros, jnp.array(True))
 
-        params, opt_state, metrics = jax.lax.cond(stopped, skip, step, (params, opt_state))
-        ran = 1.0 - stopped.astype(jnp.float32)
+        params, opt_state, metrics, passed = jax.lax.cond(stopped, skip, step,
+                                                          (params, opt_state))  # fmt: skip
+        ran = 1.0 - passed.astype(jnp.float32)
         sums = {k: sums[k] + ran * metrics[k] for k in zeros}
-        if target_kl > 0:
-            stopped = stopped | (metrics["approx_kl"] > target_kl)
-        return (params, opt_state, stopped, sums, count + ran), None
+        return (params, opt_state, stopped | passed, sums, count + ran), None
 
     carry = (params, opt_state, jnp.array(False), zeros, jnp.float32(0.0))
     keys = jax.random.split(key, epochs) if key is not None else jnp.zeros((epochs, 2), jnp.uint32)

@@ -338,16 +338,18 @@ def _int32(x: Any) -> jax.Array:
 
 
 def shard_rows(state: nnx.State, *rows: jax.Array) -> tuple[Any, ...]:
-    """Lay out a sampling call over every device: `state` replicated, each array of `rows`
+    """Lay out a sampling call over this process's devices: `state` replicated, each array of `rows`
     split along its first (batch) axis. With one device everything stays where it is; a
     batch the device count does not divide is left unsplit (callers should round their
-    batch size up to a multiple of `jax.device_count()`). `generate` then runs the rows in
+    batch size up to a multiple of `jax.local_device_count()`). `generate` then runs the rows in
     parallel (on a CPU split into devices by `trainers.runtime.use_host_devices`, in
     parallel on the cores) and gives the same tokens.
 
     On CPU devices the replicated state is one host copy that every device reads (see
     `_one_host_copy`): the returned state is for reading, not for donating to a step."""
-    devices = jax.devices()
+    # This process's devices: with several hosts each samples every row itself (the same key
+    # gives the same tokens), so no host waits for another's rows.
+    devices = jax.local_devices()
     n = len(devices)
     if n == 1 or any(np.shape(x)[0] % n for x in rows):
         return (state, *rows)
