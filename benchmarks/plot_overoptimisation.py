@@ -4,7 +4,7 @@
     kinrl generate --out data/pairs300 --difficulty 2 --kind preference --n 375 --noise 0.2
     kinrl train rm --init runs/sft-l2 --data data/pairs300 --out runs/rm300 --steps 60
     kinrl train grpo --init runs/sft-l2 --data data/l2 --out runs/grpo-proxy \
-        --reward rm:runs/rm300 --beta 0 --steps 600
+        --reward rm:runs/rm300 --beta 0 --log-kl
     python benchmarks/plot_overoptimisation.py runs/grpo-proxy --out docs/overoptimisation.png
 
 Reads `RUN/metrics.jsonl` (`train/reward/proxy`, `train/reward/gold`, `train/kl/exact_seq`),
