@@ -90,7 +90,8 @@ def plain(value: Any) -> Any:
 
 # A number as the tables write one: optional sign, digits with thousands commas, decimals;
 # versions and dates (1.2.3, 2026-12-06) come whole so they can be found as text.
-_NUMBER = re.compile(r"[-+]?\d[\d,]*(?:\.\d+)*%?")
+# A number in a name (k1, pass@4, gpt2) is part of the name; 1e-05 is one number.
+_NUMBER = re.compile(r"(?<![A-Za-z_@\d.])[-+]?\d[\d,]*(?:\.\d+)*(?:e[-+]?\d+)?%?")
 
 
 def _numbers(tree: Any) -> list[float]:
@@ -116,6 +117,11 @@ def unmatched_numbers(markdown: str, results: dict[str, Any]) -> list[str]:
     for token in _NUMBER.findall(markdown):
         bare = token.rstrip("%")
         if bare.lstrip("+-") in text:
+            continue
+        if "e" in bare:  # scientific notation, as written: compared as a float
+            shown = float(bare)
+            if not any(abs(v - shown) <= 1e-9 * abs(shown) for v in values):
+                missing.append(token)
             continue
         parts = bare.replace(",", "").lstrip("+").split(".")
         if len(parts) > 2:  # a version or dotted name that is not in the JSON

@@ -26,6 +26,7 @@ from kinrl.options import (
     integer,
     key_values,
 )
+from kinrl.compare.command import add_command as _add_compare
 from kinrl.serve.command import add_commands as _add_serve
 from tasks.kinship.config import MAX_LEVEL, KinshipConfig
 from tasks.kinship.pairs import FEEDBACK_OPTIONS
@@ -37,8 +38,9 @@ USAGE_ERROR = 2
 DESCRIPTION = (
     "kinrl: a laboratory for comparing RLHF methods on small language models, on family-tree "
     "puzzles whose answers are exact. Generate a dataset, train a model on it (SFT, reward "
-    "model, DPO family, KTO), then evaluate or sample it, or compare runs and collect votes in "
-    "the local web app (serve)."
+    "model, DPO family, KTO, GRPO, RLOO, PPO, online DPO), evaluate or sample it, compare "
+    "methods under one budget with a report (compare), or collect votes in the local web app "
+    "(serve)."
 )
 
 
@@ -299,6 +301,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_generate(commands)
     _add_train(commands)
     _add_eval(commands)
+    _add_compare(commands)  # kinrl/compare/command.py
     _add_serve(commands)  # serve, labels export: kinrl/serve/command.py
     return parser
 

@@ -38,3 +38,9 @@ def test_write_report_refuses_untraceable_numbers(tmp_path) -> None:
     out = write_report(tmp_path / "r", "accuracy 50.0%", {"accuracy": 0.5, "nan": float("nan")})
     assert json.loads((out / "results.json").read_text()) == {"accuracy": 0.5, "nan": None}
     assert (out / "report.md").read_text() == "accuracy 50.0%\n"
+
+
+def test_numbers_in_names_and_scientific_notation() -> None:
+    results = {"learning_rate": 1e-05, "k": 4}
+    assert unmatched_numbers("k1, k2 and pass@4 at lr 1e-05", results) == []
+    assert unmatched_numbers("lr 3e-05", results) == ["3e-05"]
