@@ -7,6 +7,9 @@ questions, of the queried term otherwise).
 
     report = evaluate_run("runs/sft-l1", "data/l1", split="test")
     report["accuracy"], report["by_question_type"]["count"]["accuracy"]
+    report["interval"]["low"], report["interval"]["high"]   # bootstrap 95% (evaluators.stats)
+
+`pass_at_k_report` scores several sampled completions per prompt the same way.
 """
 
 from __future__ import annotations
