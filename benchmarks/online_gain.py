@@ -9,7 +9,7 @@ test accuracy before and after, with the paired bootstrap 95% interval of the ga
 Every method runs at its `kinrl train <method>` defaults unless `--set METHOD.OPTION=VALUE`
 (repeatable) says otherwise, with the gold reward; the test items are the first `--test`
 records of the test split, the same for every model, so the interval is of the paired
-difference (`evaluators.accuracy.paired_bootstrap`). Prints one JSON object (and writes it to
+difference (`evaluators.stats.paired_bootstrap`). Prints one JSON object (and writes it to
 OUT/gain.json): per method its training seconds, accuracy before and after, the gain and its
 interval, and the run's last logged KL and gold reward.
 """
@@ -54,7 +54,7 @@ def main() -> None:
     parser.add_argument("--set", action="append", default=[], metavar="METHOD.OPTION=VALUE")
     args = parser.parse_args()
 
-    from evaluators.accuracy import paired_bootstrap
+    from evaluators.stats import paired_bootstrap
     from trainers.data import load_records
     from trainers.engine import train
     from trainers.registry import METHODS

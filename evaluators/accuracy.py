@@ -7,6 +7,9 @@ questions, of the queried term otherwise).
 
     report = evaluate_run("runs/sft-l1", "data/l1", split="test")
     report["accuracy"], report["by_question_type"]["count"]["accuracy"]
+    report["interval"]["low"], report["interval"]["high"]   # bootstrap 95% (evaluators.stats)
+
+`pass_at_k_report` scores several sampled completions per prompt the same way.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ import numpy as np
 from flax import nnx
 from tqdm.auto import tqdm
 
+from evaluators.stats import bootstrap_interval, pass_at_k_items
 from tasks.kinship import score
 from tasks.kinship.terms import family_of
 from trainers.checkpoint import load_policy
@@ -111,10 +115,18 @@ def relation_family(record: dict[str, Any]) -> str:
 def accuracy_report(
     records: Sequence[dict[str, Any]], completions: Sequence[str | None]
 ) -> dict[str, Any]:
-    """{"accuracy", "n", "mean_score", "by_question_type", "by_difficulty", "by_hops",
-    "by_family"}; each breakdown maps a value to {"accuracy", "n"}."""
+    """{"accuracy", "n", "mean_score", "no_room", "interval", "correct", "by_question_type",
+    "by_difficulty", "by_hops", "by_family"}.
+
+    "interval": the percentile bootstrap 95% interval of the accuracy over the items
+    (`evaluators.stats.bootstrap_interval`; None with no records). "correct": each record's
+    0/1 correctness in record order, for paired comparisons of two runs on the same items
+    (`evaluators.stats.paired_bootstrap`) without decoding again. Each breakdown maps a value
+    to {"accuracy", "n", "low", "high"}, the interval of that cell from 2,000 resamples
+    (cells are many; more resamples only steady the endpoints, they do not narrow them).
+    """
     scores = [0.0 if c is None else score(r, c) for r, c in zip(records, completions, strict=True)]
-    correct = [s == 1.0 for s in scores]
+    correct = [int(s == 1.0) for s in scores]
     keys = {
         "by_question_type": lambda r: r["question_type"],
         "by_difficulty": lambda r: str(r["difficulty"]),
@@ -126,16 +138,60 @@ def accuracy_report(
         "n": len(records),
         "mean_score": float(np.mean(scores)) if scores else 0.0,
         "no_room": sum(c is None for c in completions),
+        "interval": bootstrap_interval(correct) if correct else None,
+        "correct": correct,
     }
     for name, key in keys.items():
-        groups: dict[str, list[bool]] = defaultdict(list)
+        groups: dict[str, list[int]] = defaultdict(list)
         for record, ok in zip(records, correct, strict=True):
             groups[key(record)].append(ok)
         report[name] = {
-            value: {"accuracy": float(np.mean(oks)), "n": len(oks)}
+            value: _cell(oks)
             for value, oks in sorted(groups.items(), key=lambda item: _sort_key(item[0]))
         }
     return report
+
+
+def _cell(correct: list[int]) -> dict[str, Any]:
+    """{"accuracy", "n", "low", "high"} of one breakdown cell."""
+    interval = bootstrap_interval(correct, samples=2_000)
+    return {"accuracy": interval["mean"], "n": len(correct),
+            "low": interval["low"], "high": interval["high"]}  # fmt: skip
+
+
+def pass_at_k_report(
+    records: Sequence[dict[str, Any]],
+    samples: Sequence[Sequence[str | None]],
+    ks: Sequence[int] = (1, 4, 8),
+) -> dict[str, Any]:
+    """pass@k of sampled completions: {"pass@k": {k: {"mean", "low", "high"}}, "n",
+    "samples"}.
+
+    `samples[i]` holds the completions sampled for `records[i]` (None: no room to answer,
+    counted wrong), the same number for every record; a completion is correct when its gold
+    reward (`tasks.kinship.score`) is exactly 1. Each item's pass@k is the unbiased estimate
+    of Chen et al. 2021 (`evaluators.stats.pass_at_k`); "mean" averages the items and
+    "low"/"high" bound it by the bootstrap over items (the sampling noise within an item is
+    already averaged by the estimator). Every k must be at most the samples per record.
+    """
+    if len(samples) != len(records):
+        raise ValueError(f"need one list of samples per record ({len(records)} records, "
+                         f"{len(samples)} lists)")  # fmt: skip
+    if not records:
+        raise ValueError("pass@k needs at least one record")
+    sizes = {len(s) for s in samples}
+    if len(sizes) != 1:
+        raise ValueError(f"every record needs the same number of samples (got {sorted(sizes)})")
+    n = sizes.pop()
+    if bad := [k for k in ks if not 1 <= k <= n]:
+        raise ValueError(f"every k must be in [1, {n}] with {n} samples per record (got {bad})")
+    counts = [sum(c is not None and score(r, c) == 1.0 for c in completions)
+              for r, completions in zip(records, samples, strict=True)]  # fmt: skip
+    table = {}
+    for k in ks:
+        interval = bootstrap_interval(pass_at_k_items(counts, n, k))
+        table[k] = {key: interval[key] for key in ("mean", "low", "high")}
+    return {"pass@k": table, "n": len(records), "samples": n}
 
 
 def _sort_key(value: str) -> tuple[int, Any]:
@@ -202,25 +258,3 @@ def evaluate_run(
     if json_path is not None:
         write_report(report, json_path)
     return report
-
-
-def paired_bootstrap(before: Sequence[float], after: Sequence[float], *, samples: int = 10_000,
-                     seed: int = 0, level: float = 0.95) -> dict[str, float]:  # fmt: skip
-    """The mean of `after - before` over the same items (e.g. each test item's correctness
-    under two models) and its percentile bootstrap interval at `level`: items are resampled
-    with replacement, both scores of an item together, so the interval is of the difference
-    on these items (their pairing removes the items' own difficulty from its width)."""
-    a, b = np.asarray(before, np.float64), np.asarray(after, np.float64)
-    if a.shape != b.shape or a.ndim != 1 or not len(a):
-        raise ValueError("before and after need the same, non-zero number of items")
-    difference = b - a
-    rng = np.random.default_rng(seed)
-    means = np.empty(samples)
-    for start in range(0, samples, 1000):  # 1,000 resamples at a time: bounded memory
-        count = min(1000, samples - start)
-        rows = rng.integers(0, len(difference), (count, len(difference)))
-        means[start : start + count] = difference[rows].mean(axis=1)
-    tail = (1.0 - level) / 2.0
-    low, high = np.quantile(means, [tail, 1.0 - tail])
-    return {"mean": float(difference.mean()), "low": float(low), "high": float(high),
-            "level": level, "n": len(difference)}  # fmt: skip

@@ -246,7 +246,8 @@ def _run_eval(args: argparse.Namespace) -> int:
     report = {"run": args.run_dir, "data": args.data, "split": args.split, **report}
     if args.json:
         write_report(report, args.json)
-    print(json.dumps({k: v for k, v in report.items() if not k.startswith("by_")}))
+    headline = {k: v for k, v in report.items() if not k.startswith("by_") and k != "correct"}
+    print(json.dumps(headline))  # the per-item list goes to --json only; the breakdowns follow
     for name in ("by_question_type", "by_hops", "by_family"):
         cells = ", ".join(f"{k} {v['accuracy']:.3f} (n={v['n']})" for k, v in report[name].items())
         print(f"{name}: {cells}")

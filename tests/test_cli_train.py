@@ -45,7 +45,9 @@ def test_train_eval_and_sample(run_dir, data_dir, tmp_path, capsys):
     assert report["n"] == 8 and 0.0 <= report["accuracy"] <= 1.0
     assert sum(cell["n"] for cell in report["by_question_type"].values()) == 8
     assert set(report) >= {"by_difficulty", "by_hops", "by_family", "mean_score"}
-    assert json.loads(capsys.readouterr().out.splitlines()[0])["n"] == 8
+    assert len(report["correct"]) == 8 and report["interval"]["n"] == 8
+    headline = json.loads(capsys.readouterr().out.splitlines()[0])
+    assert headline["n"] == 8 and "correct" not in headline  # the per-item list: --json only
     prompt = "Ann is Bob's mother.\\nQuestion: Who is Bob's mother?"
     assert main(["sample", "--run", str(run_dir), "--prompt", prompt, "--max-new-tokens", "5"]) == 0
     captured = capsys.readouterr()
