@@ -166,7 +166,8 @@ class Comparison:
         return load_records(data["folders"]["examples"], split, limit=count)
 
     def train_point(self, method: str, point: dict[str, Any], seed: int, data: dict[str, Any],
-                    sft: dict[str, Any], rm: dict[str, Any], name: str) -> dict[str, Any]:  # fmt: skip
+                    sft: dict[str, Any], rm: dict[str, Any],
+                    name: str) -> dict[str, Any]:  # fmt: skip
         from tasks.kinship import score
 
         config = method_config(self.preset, method, point, seed, rm["run"])

@@ -113,7 +113,7 @@ def _overoptimisation(context: dict[str, Any]) -> dict[str, Any]:
 
 def summarise(context: dict[str, Any]) -> dict[str, Any]:
     """The results of a comparison from its stages' outputs (`Comparison.run`)."""
-    from evaluators.completions import logprob_trend
+    from evaluators.training import logprob_trend
     from evaluators.stats import paired_bootstrap, seed_spread
 
     preset, tests = context["preset"], context["tests"]
@@ -154,9 +154,9 @@ def summarise(context: dict[str, Any]) -> dict[str, Any]:
                 context["runs"][method]["grid"][context["runs"][method]["chosen"]]["run"]
             )
         flags = []
-        if stats.get("unparseable", 0) >= DEGENERATE_UNPARSEABLE:
+        if (stats.get("unparseable_rate") or 0) >= DEGENERATE_UNPARSEABLE:
             flags.append("unparseable answers")
-        if stats.get("repetition", 0) >= DEGENERATE_REPETITION:
+        if (stats.get("repetition_rate") or 0) >= DEGENERATE_REPETITION:
             flags.append("repetition")
         if trend and trend.get("slope") is not None and trend["slope"] < 0:
             flags.append("chosen log-prob falls")
@@ -270,10 +270,9 @@ def markdown(results: dict[str, Any]) -> str:
             rows,
         )
     )
-    out.append(
-        f"Every method starts from the SFT run ({fmt(p['sft']['steps'])} steps); the "
-        f"online methods' reward is {'the reward model' if p['online_reward'] == 'rm' else 'the gold reward'}."
-    )
+    reward = "the reward model" if p["online_reward"] == "rm" else "the gold reward"
+    out.append(f"Every method starts from the SFT run ({fmt(p['sft']['steps'])} steps); the "
+               f"online methods' reward is {reward}.")  # fmt: skip
     out.append(heading("Tuning grids"))
     out.append(
         "Each grid point trained under the budget; chosen by greedy accuracy on "
@@ -300,8 +299,8 @@ def markdown(results: dict[str, Any]) -> str:
     rows = []
     for m, d in results["degeneration"].items():
         c, trend = d["completions"], d["chosen_logprob"]
-        rows.append([m, pct(c.get("unparseable")), pct(c.get("repetition")),
-                     pct(c.get("truncated")), pct(c.get("chain_valid")),
+        rows.append([m, pct(c.get("unparseable_rate")), pct(c.get("repetition_rate")),
+                     pct(c.get("truncation_rate")), pct(c.get("chain_valid")),
                      fmt(c.get("mean_length"), 1),
                      fmt(trend["slope"], 2) if trend and trend.get("slope") is not None else "–",
                      ", ".join(d["flags"]) or "none"])  # fmt: skip
