@@ -366,13 +366,13 @@ def rpo_nll(policy_chosen_logps: jax.Array, chosen_token_counts: jax.Array) -> j
     count (an empty completion counts 1 token, so the term stays finite).
 
     RPO (Pang et al., 2024, "Iterative Reasoning Preference Optimization") adds
-    ``alpha * NLL(chosen)`` to the DPO loss; the paper normalises the NLL by the sequence
-    length, and TRL's ``rpo_alpha`` uses the cross-entropy averaged over the chosen completion
-    tokens (pooled over its batch). Here the mean is taken per pair and the caller averages
-    pairs like every other per-example loss: the step then does not depend on how the batch
-    is split into micro-batches or devices (a batch-pooled token mean would), and a long
-    completion does not outweigh a short one. The two agree when the completions are equally
-    long.
+    ``alpha * NLL(chosen)`` to the DPO loss; the paper divides each chosen sequence's NLL by
+    its length (prompt included), and TRL's ``rpo_alpha`` uses the cross-entropy averaged over
+    the chosen completion tokens, pooled over its batch. Here, as TRL, only completion tokens
+    count, but the mean is taken per pair and the caller averages pairs like every other
+    per-example loss: the step then does not depend on how the batch is split into
+    micro-batches or devices (a batch-pooled token mean would), and a long completion does not
+    outweigh a short one. Per pair and pooled agree when the completions are equally long.
     """
     _check_same_1d(policy_chosen_logps=policy_chosen_logps, chosen_token_counts=chosen_token_counts)
     return -policy_chosen_logps / jnp.maximum(chosen_token_counts, 1.0)
