@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 from tasks.kinship import KinshipConfig, generate_dataset
 from tasks.kinship.pairs import FeedbackConfig
 from tests.devices import run_on_cpu_devices
-from trainers.config import DPOConfig
+from trainers.config import DPOConfig, OnlineDPOConfig
 from trainers.data import PREFERENCE_KIND, TokenizedSplit, load_records
 from trainers.dpo import dpo_step, preference_loss
 from trainers.engine import make_optimizer, open_run
@@ -36,7 +36,7 @@ from trainers.logprobs import (
     sequence_logps,
     state_fingerprint,
 )
-from trainers.losses import dpo_loss, ipo_loss, simpo_loss
+from trainers.losses import DPO_LOSSES, dpo_loss, ipo_loss, simpo_loss
 from trainers.model import PRESETS, GPTConfig, init_model, pure_jit
 from trainers.preference_data import (
     PAD_SEGMENT,
@@ -304,10 +304,60 @@ def test_each_loss_sees_the_right_log_probs():
     np.testing.assert_allclose(loss, simpo_loss(*(policy / counts), beta=2.0, gamma=0.4)[0])
 
 
+@pytest.mark.parametrize("loss", ["sigmoid", "cdpo", "robust", "hinge", "ipo", "simpo"])
+def test_rpo_adds_alpha_times_the_chosen_mean_nll(loss):
+    """rpo_alpha 0 leaves every loss and its metrics exactly as before; > 0 adds alpha times
+    -pc / n from the summed chosen log-probs (also for the per-token-mean losses)."""
+    policy = jnp.array([[-4.0, -6.0], [-9.0, -8.0]])
+    reference = jnp.array([[-5.0, -6.5], [-8.0, -8.5]])
+    counts = jnp.array([[2.0, 4.0], [3.0, 2.0]])
+    smoothing = 0.1 if loss in ("cdpo", "robust") else 0.0
+    off = DPOConfig(loss=loss, beta=0.2, label_smoothing=smoothing)
+    base, base_metrics = preference_loss(off, policy, counts, reference)
+    if loss == "simpo":
+        expected = simpo_loss(*(policy / counts), beta=0.2, gamma=off.gamma)
+    else:
+        args = (policy / counts, reference / counts) if loss == "ipo" else (policy, reference)
+        kwargs = {"label_smoothing": smoothing} if smoothing else {}
+        expected = DPO_LOSSES[loss](*args[0], *args[1], beta=0.2, **kwargs)
+    np.testing.assert_array_equal(base, expected[0])
+    assert base_metrics.keys() == expected[1].keys()
+    on = dataclasses.replace(off, rpo_alpha=0.5)
+    loss_on, metrics = preference_loss(on, policy, counts, reference)
+    np.testing.assert_allclose(loss_on, base + 0.5 * jnp.array([2.0, 1.5]), rtol=1e-6)
+    np.testing.assert_allclose(metrics["loss/rpo_nll"], [2.0, 1.5])
+    if loss != "hinge":  # online DPO shares the loss code (its label_smoothing is < 0.5)
+        online = OnlineDPOConfig(loss=loss, beta=0.2, label_smoothing=smoothing, rpo_alpha=0.5)
+        np.testing.assert_array_equal(preference_loss(online, policy, counts, reference)[0],
+                                      loss_on)  # fmt: skip
+
+
+def test_rpo_step_raises_the_chosen_log_prob(pairs):
+    """One plain-SGD step on 8 pairs: with rpo_alpha the chosen completions' mean log-prob per
+    token ends higher than after the same step without it (to first order the difference is
+    lr * alpha * |grad|^2 > 0), and the NLL is logged."""
+    after = {}
+    for alpha in (0.0, 1.0):
+        config = DPOConfig(steps=10, batch_size=8, warmup_steps=0, rpo_alpha=alpha)
+        graphdef, state, _, batch, _ = _step_inputs(pairs, np.arange(8), 1, config)
+        sgd = optax.sgd(0.05)
+        step = jax.jit(functools.partial(dpo_step, optimizer=sgd, config=config),
+                       static_argnums=0)  # fmt: skip
+        new_state, _, metrics = step(graphdef, state, sgd.init(state), batch)
+        assert ("loss/rpo_nll" in metrics) == (alpha > 0)
+        sums, counts = _jitted_pair_logps(graphdef, new_state, *(x[0] for x in batch[:3]))
+        after[alpha] = float(jnp.mean(sums[0] / counts[0]))
+    nll = float(metrics["loss/rpo_nll"])
+    assert nll > 0
+    assert float(metrics["loss"]) == pytest.approx(np.log(2.0) + nll, abs=1e-4)  # policy = ref
+    assert after[1.0] > after[0.0] + 1e-3, after
+
+
 @pytest.mark.parametrize(
     ("field", "value"),
     [("loss", "kto"), ("beta", 0.0), ("label_smoothing", 0.1), ("gamma", -1.0),
-     ("batch_size", 0), ("warmup_steps", 300), ("learning_rate", -1e-3)],
+     ("batch_size", 0), ("warmup_steps", 300), ("learning_rate", -1e-3), ("rpo_alpha", -0.5),
+     ("rpo_alpha", float("inf"))],
 )  # fmt: skip
 def test_config_validation_names_the_field(field, value):
     with pytest.raises(ValueError, match=f"^{field} must"):
@@ -365,7 +415,7 @@ SHARDED_SCRIPT = """
 import functools, json, sys
 import jax, numpy as np, optax
 from flax import nnx
-from trainers.config import DPOConfig
+from trainers.config import DPOConfig, OnlineDPOConfig
 from trainers.dpo import dpo_step
 from trainers.model import GPTConfig, init_model
 from trainers.preference import pair_batch_sharding

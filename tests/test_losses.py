@@ -21,7 +21,9 @@ from trainers.losses import (
     ipo_loss,
     kto_loss,
     robust_dpo_loss,
+    rpo_nll,
     simpo_loss,
+    with_rpo_nll,
 )
 
 HYPOTHESIS = settings(max_examples=30, deadline=None, derandomize=True)
@@ -215,6 +217,55 @@ def test_registry():
     assert expected == DPO_LOSSES
 
 
+def test_rpo_hand_computed():
+    """DPO plus alpha times the chosen completion's mean NLL per token."""
+    counts = jnp.asarray([4.0, 2.0])
+    base, base_m = dpo_loss(*arrays(PC, PR, RC, RR), beta=0.1)
+    loss, m = with_rpo_nll((base, base_m), *arrays(PC), counts, alpha=0.5)
+    # nll = -pc / n: 1/4 and 3/2
+    expected = [math.log(1 + math.exp(-0.15)) + 0.5 * 0.25,
+                math.log(1 + math.exp(0.15)) + 0.5 * 1.5]  # fmt: skip
+    assert_close(loss, expected)
+    assert_close(m["loss/rpo_nll"], [0.25, 1.5])
+    assert_close(rpo_nll(*arrays(PC), counts), [0.25, 1.5])
+    for key, value in base_m.items():  # the pairwise metrics pass through
+        assert_close(m[key], value)
+
+
+def test_rpo_empty_completion_counts_one_token():
+    assert_close(rpo_nll(*arrays([-2.0, 0.0]), jnp.asarray([0.0, 0.0])), [2.0, 0.0])
+
+
+def test_rpo_alpha_zero_adds_nothing():
+    base = dpo_loss(*arrays(PC, PR, RC, RR), beta=0.1)
+    loss, _ = with_rpo_nll(base, *arrays(PC), jnp.asarray([4.0, 2.0]), alpha=0.0)
+    np.testing.assert_array_equal(np.asarray(loss), np.asarray(base[0]))
+
+
+def test_rpo_gradient_raises_the_chosen_log_prob():
+    """The added term's gradient on pc is -alpha / n (descent raises pc), and nothing on the
+    rejected or reference log-probs."""
+    pc, pr, rc, rr = arrays(PC, PR, RC, RR)
+    counts = jnp.asarray([4.0, 2.0])
+
+    def added(pc, pr, rc, rr):
+        base = dpo_loss(pc, pr, rc, rr, beta=0.1)
+        return jnp.sum(with_rpo_nll(base, pc, counts, alpha=0.5)[0] - base[0])
+
+    grads = jax.grad(added, argnums=(0, 1, 2, 3))(pc, pr, rc, rr)
+    assert_close(grads[0], [-0.5 / 4, -0.5 / 2])
+    for g in grads[1:]:
+        assert_close(g, [0.0, 0.0])
+
+
+def test_rpo_alpha_is_validated():
+    base = dpo_loss(*arrays(PC, PR, RC, RR), beta=0.1)
+    with pytest.raises(ValueError, match="alpha must be in"):
+        with_rpo_nll(base, *arrays(PC), jnp.asarray([4.0, 2.0]), alpha=-0.1)
+    with pytest.raises(ValueError, match="shape"):
+        rpo_nll(*arrays(PC), jnp.asarray([4.0, 2.0, 1.0]))
+
+
 # --------------------------------------------------------------------------------------------
 # Finite-difference gradient checks (float64).
 # --------------------------------------------------------------------------------------------
@@ -240,6 +291,12 @@ GRAD_CASES: dict[str, tuple[Callable[..., jax.Array], int]] = {
         2,
     ),
     "bradley_terry": (lambda c, r: bradley_terry_loss(c, r, margin=0.2)[0], 2),
+    "rpo": (
+        lambda *a: with_rpo_nll(
+            dpo_loss(*a, beta=0.7), a[0], jnp.asarray([1.0, 2.0, 3.0, 5.0, 8.0]), alpha=0.6
+        )[0],
+        4,
+    ),
 }
 
 

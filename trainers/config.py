@@ -133,6 +133,7 @@ def number(ok: Callable[[float], bool], allowed: str) -> Check:
 POSITIVE = number(lambda v: v > 0, "a number > 0")
 NON_NEGATIVE = number(lambda v: v >= 0, "a number >= 0")
 UNIT = number(lambda v: 0 <= v <= 1, "a number in 0..1")
+FINITE_NON_NEGATIVE = number(lambda v: 0 <= v < float("inf"), "a finite number >= 0")
 
 
 def one_of(names: Sequence[str]) -> Check:
@@ -313,6 +314,10 @@ class SFTConfig(OfflineConfig):
                 self.pack_width)  # fmt: skip
 
 
+RPO_ALPHA_HELP = (
+    "RPO: weight of the chosen completion's mean NLL per token added to the loss, >= 0 "
+    "(0: off; Pang et al. 2024 use 1)"
+)
 PACK_PAIRS_HELP = (
     "pack each pair as its prompt once, then both completions (one forward, no padding "
     "of one completion to the other's length); false: two padded sequences"
@@ -359,6 +364,7 @@ class DPOConfig(PreferenceConfig):
         "assumed label-flip rate (cdpo: 0..0.5, robust: 0..<0.5; 0 for the others)", 0.0
     )
     gamma: float = option("SimPO target reward margin, >= 0", 0.5, NON_NEGATIVE)
+    rpo_alpha: float = option(RPO_ALPHA_HELP, 0.0, FINITE_NON_NEGATIVE)
     pack_pairs: bool = option(PACK_PAIRS_HELP, True)
 
     def check(self) -> None:
@@ -648,6 +654,7 @@ class OnlineDPOConfig(OnlineConfig):
     label_smoothing: float = option("assumed label-flip rate (cdpo, robust), 0..<0.5", 0.0,
                                     number(lambda v: 0 <= v < 0.5, "in [0, 0.5)"))  # fmt: skip
     gamma: float = option("SimPO target reward margin, >= 0", 0.5, NON_NEGATIVE)
+    rpo_alpha: float = option(RPO_ALPHA_HELP, 0.0, FINITE_NON_NEGATIVE)
     noise: float = option("simulated annotator: label flip rate, 0..0.5", 0.0,
                           number(lambda v: 0 <= v <= 0.5, "a number in 0..0.5"))  # fmt: skip
     annotator: str = option("simulated annotator's base model: exact or bradley_terry", "exact",

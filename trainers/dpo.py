@@ -17,6 +17,13 @@ completions; the default) or as one concatenated (2B, T) batch (`--no-pack-pairs
 Metrics (train and held-out): `rewards/chosen`, `rewards/rejected`, `rewards/margins`,
 `rewards/accuracies` (the implicit rewards, as the losses define them), `logps/chosen`,
 `logps/rejected` (policy summed log-probs) and `loss`.
+
+RPO (Pang et al. 2024, "Iterative Reasoning Preference Optimization"; TRL's `rpo_alpha`):
+`--rpo-alpha A` > 0 adds `A * NLL` of the chosen completion to any of these losses, the NLL
+being the mean per token of each pair's chosen completion (`trainers.losses.rpo_nll` says why
+per pair rather than TRL's batch-pooled token mean), taken from the summed log-probs the loss
+already has; logged as `loss/rpo_nll`. It counters likelihood displacement: the pairwise
+losses only widen the margin, so the chosen log-probs can fall along with the rejected ones.
 """
 
 from __future__ import annotations
@@ -41,7 +48,7 @@ from trainers.engine import (
     per_example_means,
 )
 from trainers.logprobs import micro_pair_logps
-from trainers.losses import DPO_LOSSES
+from trainers.losses import DPO_LOSSES, with_rpo_nll
 from trainers.preference import prepare_pairs
 from trainers.preference_data import PackedPairBatch, PairBatch
 
@@ -52,17 +59,25 @@ def preference_loss(
     config: DPOConfig, policy: jax.Array, counts: jax.Array, reference: jax.Array
 ) -> tuple[jax.Array, Metrics]:
     """The configured loss on (2, B) chosen/rejected summed log-probs `policy`, `reference`
-    and completion token `counts` -> per-pair loss (B,) and metrics (B,) each."""
+    and completion token `counts` -> per-pair loss (B,) and metrics (B,) each. With
+    `config.rpo_alpha` > 0 (RPO), plus `rpo_alpha` times the chosen completion's mean NLL per
+    token (`trainers.losses.with_rpo_nll`), from the same summed log-probs (no other forward);
+    at 0 the loss is the pairwise one alone, unchanged."""
+    chosen_logps, chosen_counts = policy[0], counts[0]
     if config.loss in PER_TOKEN_MEAN_LOSSES:
         counts = jnp.maximum(counts, 1.0)
         policy, reference = policy / counts, reference / counts
     loss_fn = DPO_LOSSES[config.loss]
     if config.loss == "simpo":
-        return loss_fn(policy[0], policy[1], beta=config.beta, gamma=config.gamma)
-    kwargs: dict[str, Any] = {"beta": config.beta}
-    if config.loss in ("cdpo", "robust"):
-        kwargs["label_smoothing"] = config.label_smoothing
-    return loss_fn(policy[0], policy[1], reference[0], reference[1], **kwargs)
+        output = loss_fn(policy[0], policy[1], beta=config.beta, gamma=config.gamma)
+    else:
+        kwargs: dict[str, Any] = {"beta": config.beta}
+        if config.loss in ("cdpo", "robust"):
+            kwargs["label_smoothing"] = config.label_smoothing
+        output = loss_fn(policy[0], policy[1], reference[0], reference[1], **kwargs)
+    if config.rpo_alpha > 0:
+        output = with_rpo_nll(output, chosen_logps, chosen_counts, alpha=config.rpo_alpha)
+    return output
 
 
 def dpo_example_loss(

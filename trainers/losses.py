@@ -37,7 +37,9 @@ __all__ = [
     "ipo_loss",
     "kto_loss",
     "robust_dpo_loss",
+    "rpo_nll",
     "simpo_loss",
+    "with_rpo_nll",
 ]
 
 Metrics = dict[str, jax.Array]
@@ -351,6 +353,59 @@ def simpo_loss(
     rejected_rewards = beta * policy_rejected_avg_logps
     loss = -jax.nn.log_sigmoid(chosen_rewards - rejected_rewards - gamma)
     return loss, _pair_metrics(chosen_rewards, rejected_rewards)
+
+
+# --------------------------------------------------------------------------------------------
+# RPO: the DPO family plus an NLL term on the chosen completion.
+# --------------------------------------------------------------------------------------------
+
+
+def rpo_nll(policy_chosen_logps: jax.Array, chosen_token_counts: jax.Array) -> jax.Array:
+    """Mean negative log-likelihood per token of each chosen completion, ``(B,)``:
+    ``-pc / max(n, 1)`` with ``pc`` the summed log-probs and ``n`` the completion's token
+    count (an empty completion counts 1 token, so the term stays finite).
+
+    RPO (Pang et al., 2024, "Iterative Reasoning Preference Optimization") adds
+    ``alpha * NLL(chosen)`` to the DPO loss; the paper divides each chosen sequence's NLL by
+    its length (prompt included), and TRL's ``rpo_alpha`` uses the cross-entropy averaged over
+    the chosen completion tokens, pooled over its batch. Here, as TRL, only completion tokens
+    count, but the mean is taken per pair and the caller averages pairs like every other
+    per-example loss: the step then does not depend on how the batch is split into
+    micro-batches or devices (a batch-pooled token mean would), and a long completion does not
+    outweigh a short one. Per pair and pooled agree when the completions are equally long.
+    """
+    _check_same_1d(policy_chosen_logps=policy_chosen_logps, chosen_token_counts=chosen_token_counts)
+    return -policy_chosen_logps / jnp.maximum(chosen_token_counts, 1.0)
+
+
+def with_rpo_nll(
+    output: LossOutput,
+    policy_chosen_logps: jax.Array,
+    chosen_token_counts: jax.Array,
+    *,
+    alpha: float | jax.Array,
+) -> LossOutput:
+    """RPO: a DPO-family ``(loss, metrics)`` plus ``alpha * rpo_nll(pc, n)`` per pair.
+
+    The term pulls the chosen completion's likelihood up, which the pairwise losses alone do
+    not: they only widen the chosen-rejected margin, and both log-probs may fall together
+    ("likelihood displacement"). Its gradient is ``-alpha / n`` on ``pc``.
+
+    Args:
+        output: ``(loss, metrics)`` of a pairwise loss, ``loss`` of shape ``(B,)``.
+        policy_chosen_logps: ``(B,)`` policy **summed** log-probs of the chosen completions,
+            whatever normalisation the pairwise loss itself used.
+        chosen_token_counts: ``(B,)`` token counts of the chosen completions.
+        alpha: the NLL weight, ``alpha >= 0`` (0 adds nothing but the metric).
+
+    Returns:
+        ``(loss + alpha * nll, metrics)`` with the metric ``loss/rpo_nll`` (the unweighted
+        per-token NLL, ``(B,)``) added.
+    """
+    _check_nonnegative("alpha", alpha)
+    loss, metrics = output
+    nll = rpo_nll(policy_chosen_logps, chosen_token_counts)
+    return loss + alpha * nll, {**metrics, "loss/rpo_nll": jax.lax.stop_gradient(nll)}
 
 
 # --------------------------------------------------------------------------------------------

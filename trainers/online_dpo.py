@@ -12,12 +12,14 @@ of each prompt is labelled by
 
 A pair whose two samples score alike (frequent with an exact, near-binary reward) would be
 labelled by a coin: it is left out of the loss unless `--train-ties`. The loss is `--loss` of
-the DPO family (`trainers/dpo.py`'s `preference_loss`) on the pair's
-summed completion log-probs (tempered) against the reference's, computed in the rollout's
-one scoring pass. Logged besides the rollout's figures: `label/agrees_with_gold` (the share
-of labels that prefer the gold-better sample, among pairs whose gold rewards differ; NaN when
-none do), `label/gold_ties`, `label/trained` (the share of pairs in the loss),
-`rewards/accuracies` and `rewards/margins` of the implicit rewards.
+the DPO family (`trainers/dpo.py`'s `preference_loss`) on the pair's summed completion
+log-probs (tempered) against the reference's, computed in the rollout's one scoring pass;
+`--rpo-alpha A` adds `A` times the preferred sample's mean NLL per token (RPO, as in
+`trainers/dpo.py`; the iterative RPO of Pang et al. trains on the model's own samples this
+way), from the same log-probs, logged as `loss/rpo_nll`. Logged besides the rollout's figures:
+`label/agrees_with_gold` (the share of labels that prefer the gold-better sample, among pairs
+whose gold rewards differ; NaN when none do), `label/gold_ties`, `label/trained` (the share of
+pairs in the loss), `rewards/accuracies` and `rewards/margins` of the implicit rewards.
 """
 
 from __future__ import annotations
