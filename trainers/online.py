@@ -5,7 +5,8 @@ Each engine step of an online method is one rollout and the method's updates on 
 1. `PromptIterator`: the step's `prompts_per_step` training prompts (P), left-padded to a
    bucketed width Tp (few shapes, few compilations), in a seeded order that a resumed run
    continues.
-2. `Rollouts.__call__` (the engine's `Prepared.rollout` hook):
+2. `Rollouts.__call__` (the engine's `Prepared.rollout` hook), through `sample_and_score`
+   (the evaluators' sampling, `evaluators/policy_eval.py`, is the same function):
    * samples `group_size` (G) completions of at most `max_new_tokens` (N) tokens per prompt
      with the jitted KV-cache sampler (`trainers.sampling.generate(..., group=G)`: each
      prompt's prefill runs once and its cache is shared by its G samples);
@@ -287,6 +288,105 @@ def place(state: nnx.State, setup: Setup) -> nnx.State:
     return put_global(jax.device_get(state), shardings)
 
 
+class Sampled(NamedTuple):
+    """What `sample_and_score` gives, all on the host (row p * G + g is prompt p's sample g).
+
+    rollout:       the `Rollout`, its `sampling_logps` and `reference_logps` from the scoring
+                   pass; `rewards` zeros (what is optimised is the caller's choice)
+    scores:        the scoring pass's `Scores` (`proxy` the reward model's raw scores)
+    answered:      (P * G,) bool, the completion has a parsable `Answer:` line
+    texts:         the P * G decoded completions, without the EOS
+    lengths:       (P * G,) int32 sampled tokens, counting the EOS
+    sampler_logps: (P * G, N) float32 the sampler's own token log-probs
+    generate_s, score_s: seconds spent sampling, then decoding and scoring
+    """
+
+    rollout: Rollout
+    scores: Scores
+    answered: np.ndarray
+    texts: list[str]
+    lengths: np.ndarray
+    sampler_logps: np.ndarray
+    generate_s: float
+    score_s: float
+
+
+def gold_scores(records: Sequence[dict[str, Any]], indices: np.ndarray, tokens: np.ndarray,
+                lengths: np.ndarray, group: int,
+                tokenizer: Any) -> tuple[np.ndarray, np.ndarray, list[str]]:  # fmt: skip
+    """Gold scores (P * G,) of the sampled completions of prompts `records[indices]`, whether
+    each has a parsable answer, and their texts (decoded without the EOS)."""
+    eos = tokenizer.eos_token_id
+    gold = np.zeros(len(tokens), np.float32)
+    answered = np.zeros(len(tokens), bool)
+    texts = []
+    for row, (seq, length) in enumerate(zip(tokens, lengths, strict=True)):
+        ids = seq[:length]
+        if length and ids[-1] == eos:
+            ids = ids[:-1]
+        text = decode(tokenizer, ids)
+        record = records[int(indices[row // group])]
+        answered[row] = parse_answer(text) is not None
+        gold[row] = score(record, text)
+        texts.append(text)
+    return gold, answered, texts
+
+
+def sample_and_score(
+    graphdef: nnx.GraphDef,
+    params: nnx.State,
+    reference: nnx.State | None,
+    reward_model: tuple[nnx.GraphDef, nnx.State] | None,
+    prompts: PromptBatch,
+    records: Sequence[dict[str, Any]],
+    key: jax.Array,
+    *,
+    group: int,
+    max_new_tokens: int,
+    temperature: float,
+    tokenizer: Any,
+    sharding: Rollout | None = None,
+) -> Sampled:
+    """Sample `group` completions of each prompt of `prompts` (rows of `records`) with the
+    policy (`graphdef`, `params`), decode and gold-score them, and score them in one
+    `score_pass` through the policy, the `reference` (a state of the same graphdef, or None)
+    and the reward model (its graphdef and state, or None): the one mechanism behind the
+    trainers' rollouts (`Rollouts`) and the evaluators' sampling
+    (`evaluators.policy_eval`). `sharding`: where the scoring pass reads the rollout (the
+    run's `rollout_sharding`; None leaves it to jit)."""
+    G, N = group, max_new_tokens
+    start = time.perf_counter()
+    state, ids, mask = shard_rows(params, prompts.ids, prompts.mask)
+    out = generate(graphdef, state, ids, mask, key, max_new_tokens=N, temperature=temperature,
+                   eos_id=tokenizer.eos_token_id, pad_id=tokenizer.pad_token_id,
+                   group=G)  # fmt: skip
+    tokens, lengths = np.asarray(out.tokens), np.asarray(out.lengths)
+    generated = time.perf_counter()
+    truncated = (lengths == N) & (tokens[:, N - 1] != tokenizer.eos_token_id)
+    # The update needs only the slots some completion filled (few widths, few compiles).
+    width = bucket_length(int(lengths.max()), N, COMPLETION_BUCKET)
+    tokens, sampler_logps = tokens[:, :width], np.asarray(out.logprobs)[:, :width]
+    completion_mask = (np.arange(width)[None, :] < lengths[:, None]).astype(np.float32)
+    gold, answered, texts = gold_scores(records, prompts.indices, tokens, lengths, G, tokenizer)
+    batch = Rollout(
+        prompts.ids, prompts.mask, tokens, completion_mask,
+        np.zeros_like(completion_mask), np.zeros_like(completion_mask),
+        np.zeros(len(tokens), np.float32), gold, truncated,
+        np.repeat(np.arange(len(prompts.ids), dtype=np.int32), G),
+    )  # fmt: skip
+    rm_graphdef, rm_params = reward_model or (None, None)
+    # On a run's mesh each device scores its prompts' samples.
+    placed = batch if sharding is None else put_global(batch, sharding)
+    scores = score_pass(graphdef, params, reference, rm_params, placed,
+                        reward_graphdef=rm_graphdef, group=G,
+                        temperature=float(temperature))  # fmt: skip
+    scores = jax.device_get(scores)
+    batch = batch._replace(sampling_logps=scores.sampling_logps,
+                           reference_logps=scores.reference_logps)  # fmt: skip
+    return Sampled(batch, scores, answered, texts, lengths, sampler_logps,
+                   generated - start, time.perf_counter() - generated)  # fmt: skip
+
+
 class Rollouts:
     """The engine's `Prepared.rollout` hook: sample, decode, score (see the module docstring)."""
 
@@ -313,65 +413,27 @@ class Rollouts:
 
     def __call__(self, graphdef: nnx.GraphDef, params: nnx.State, prompts: PromptBatch,
                  step: int) -> tuple[Rollout, Metrics]:  # fmt: skip
-        config, tokenizer = self.config, self.tokenizer
-        G, N = config.group_size, config.max_new_tokens
+        config = self.config
         start = time.perf_counter()
-        state, ids, mask = shard_rows(params, prompts.ids, prompts.mask)
-        out = generate(graphdef, state, ids, mask, self.sample_key(step), max_new_tokens=N,
-                       temperature=config.temperature, eos_id=tokenizer.eos_token_id,
-                       pad_id=tokenizer.pad_token_id, group=G)  # fmt: skip
-        tokens, lengths = np.asarray(out.tokens), np.asarray(out.lengths)
-        generated = time.perf_counter()
-        truncated = (lengths == N) & (tokens[:, N - 1] != tokenizer.eos_token_id)
-        # The update needs only the slots some completion filled (few widths, few compiles).
-        width = bucket_length(int(lengths.max()), N, COMPLETION_BUCKET)
-        tokens, sampler_logps = tokens[:, :width], np.asarray(out.logprobs)[:, :width]
-        completion_mask = (np.arange(width)[None, :] < lengths[:, None]).astype(np.float32)
-        gold, answered = self.gold(prompts.indices, tokens, lengths)
-        batch = Rollout(
-            prompts.ids, prompts.mask, tokens, completion_mask,
-            np.zeros_like(completion_mask), np.zeros_like(completion_mask),
-            np.zeros(len(tokens), np.float32), gold, truncated,
-            np.repeat(np.arange(len(prompts.ids), dtype=np.int32), G),
+        sampled = sample_and_score(
+            graphdef, params, self.reference, self.reward_model, prompts, self.records,
+            self.sample_key(step), group=config.group_size, max_new_tokens=config.max_new_tokens,
+            temperature=config.temperature, tokenizer=self.tokenizer, sharding=self.sharding,
         )  # fmt: skip
-        rm_graphdef, rm_params = self.reward_model or (None, None)
-        placed = put_global(batch, self.sharding)  # each device scores its prompts' samples
-        scores = score_pass(graphdef, params, self.reference, rm_params, placed,
-                            reward_graphdef=rm_graphdef, group=G,
-                            temperature=float(config.temperature))  # fmt: skip
-        scores = jax.device_get(scores)
-        shapes = (tokens.shape, prompts.ids.shape)
+        batch, scores, answered = sampled.rollout, sampled.scores, sampled.answered
+        shapes = (batch.completions.shape, prompts.ids.shape)
         if shapes not in self.compiled:  # the sampler and scoring pass compiled for these
             self.compiled.add(shapes)
             trim_host_memory()  # the compilers' freed memory back to the system
         proxy = scores.proxy - self.offset
-        optimised = proxy if self.reward_model is not None else gold
+        optimised = proxy if self.reward_model is not None else batch.gold
         rewards = (optimised - config.missing_answer_penalty * ~answered).astype(np.float32)
-        batch = batch._replace(
-            sampling_logps=scores.sampling_logps,
-            reference_logps=scores.reference_logps,
-            rewards=rewards,
-        )
-        metrics = self.metrics(batch, scores, proxy, answered, sampler_logps)
-        metrics["time/generate_s"] = np.float32(generated - start)
-        metrics["time/score_s"] = np.float32(time.perf_counter() - generated)
+        batch = batch._replace(rewards=rewards)
+        metrics = self.metrics(batch, scores, proxy, answered, sampled.sampler_logps)
+        metrics["time/generate_s"] = np.float32(sampled.generate_s)
+        # Scoring as before: decoding to the metrics, the first trim of a shape included.
+        metrics["time/score_s"] = np.float32(time.perf_counter() - start - sampled.generate_s)
         return batch, metrics
-
-    def gold(self, indices: np.ndarray, tokens: np.ndarray,
-             lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
-        """Gold scores (P * G,) of the decoded completions, and whether each has an answer."""
-        G, eos = self.config.group_size, self.tokenizer.eos_token_id
-        gold = np.zeros(len(tokens), np.float32)
-        answered = np.zeros(len(tokens), bool)
-        for row, (seq, length) in enumerate(zip(tokens, lengths, strict=True)):
-            ids = seq[:length]
-            if length and ids[-1] == eos:
-                ids = ids[:-1]
-            text = decode(self.tokenizer, ids)
-            record = self.records[int(indices[row // G])]
-            answered[row] = parse_answer(text) is not None
-            gold[row] = score(record, text)
-        return gold, answered
 
     def metrics(self, batch: Rollout, scores: Scores, proxy: np.ndarray, answered: np.ndarray,
                 sampler_logps: np.ndarray) -> Metrics:  # fmt: skip

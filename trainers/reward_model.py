@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +33,13 @@ from flax import nnx
 from tasks.registry import PREFERENCE_KIND
 from trainers.checkpoint import load_run, write_json_atomic
 from trainers.config import RewardModelConfig
-from trainers.data import fixed_size_chunks, load_records, make_batch, tokenize_examples
+from trainers.data import (
+    TokenizedSplit,
+    fixed_size_chunks,
+    load_records,
+    make_batch,
+    tokenize_examples,
+)
 from trainers.engine import (
     Method,
     Metrics,
@@ -132,24 +139,47 @@ def reward_model_eval_step(
     return {**metrics, "loss": loss}
 
 
-def expected_calibration_error(margins: np.ndarray, bins: int = 10) -> float:
+def expected_calibration_error(
+    margins: np.ndarray, bins: int = 10, *, return_bins: bool = False
+) -> float | tuple[float, list[dict[str, Any]]]:
     """ECE of p = sigmoid(margin), the predicted probability that the chosen completion wins.
 
     Each pair's prediction is the likelier side, with confidence max(p, 1 - p) in [0.5, 1];
     it is correct when p > 0.5. ECE = sum over equal-width confidence bins of
-    (share of pairs) * |accuracy - mean confidence|."""
+    (share of pairs) * |accuracy - mean confidence|. `return_bins`: also the bins, each
+    {"low", "high", "confidence", "accuracy", "count"} (confidence and accuracy None when
+    empty): the reliability diagram."""
     p = 1.0 / (1.0 + np.exp(-np.asarray(margins, np.float64)))
     confidence, correct = np.maximum(p, 1.0 - p), (p > 0.5).astype(np.float64)
     which = np.minimum(((confidence - 0.5) * 2.0 * bins).astype(int), bins - 1)
     error = 0.0
+    table: list[dict[str, Any]] = []
     for b in range(bins):
         inside = which == b
+        row: dict[str, Any] = {"low": 0.5 + b / (2 * bins), "high": 0.5 + (b + 1) / (2 * bins),
+                               "confidence": None, "accuracy": None,
+                               "count": int(inside.sum())}  # fmt: skip
         if inside.any():
-            error += inside.mean() * abs(correct[inside].mean() - confidence[inside].mean())
-    return float(error)
+            accuracy, mean_confidence = correct[inside].mean(), confidence[inside].mean()
+            error += inside.mean() * abs(accuracy - mean_confidence)
+            row.update(confidence=float(mean_confidence), accuracy=float(accuracy))
+        table.append(row)
+    return (float(error), table) if return_bins else float(error)
 
 
 _rewards = pure_jit(sequence_rewards)
+
+
+def _chunk_rewards(model: GPT, tokenizer: Any, data: TokenizedSplit,
+                   batch_size: int) -> Iterator[tuple[np.ndarray, jax.Array]]:  # fmt: skip
+    """(chunk, rewards) over `data` in fixed-size chunks (the last filled up with copies: one
+    shape per length bucket, not one more for a short last batch); only the first
+    `len(chunk)` rewards are real."""
+    graphdef, state = nnx.split(model)
+    for chunk, filled in fixed_size_chunks(np.arange(len(data)), batch_size):
+        batch = make_batch(data, filled, grad_accum=1, pad_id=tokenizer.pad_token_id,
+                           max_length=model.cfg.n_positions)  # fmt: skip
+        yield chunk, _rewards(graphdef, state, batch.tokens[0], batch.attention_mask[0])
 
 
 def mean_reference_reward(model: GPT, tokenizer: Any, records: list[dict[str, Any]],
@@ -161,16 +191,26 @@ def mean_reference_reward(model: GPT, tokenizer: Any, records: list[dict[str, An
         for r in records
     ]
     data = tokenize_examples(examples, tokenizer, model.cfg.n_positions)
-    graphdef, state = nnx.split(model)
     total = 0.0
-    # Fixed-size chunks (the last filled up with copies, left out of the sum): one shape per
-    # length bucket, not one more for a short last batch.
-    for chunk, filled in fixed_size_chunks(np.arange(len(data)), batch_size):
-        batch = make_batch(data, filled, grad_accum=1, pad_id=tokenizer.pad_token_id,
-                           max_length=model.cfg.n_positions)  # fmt: skip
-        rewards = _rewards(graphdef, state, batch.tokens[0], batch.attention_mask[0])
+    for chunk, rewards in _chunk_rewards(model, tokenizer, data, batch_size):
         total += float(jnp.sum(rewards[: len(chunk)]))
     return total / max(len(data), 1), len(data)
+
+
+def completion_rewards(model: GPT, tokenizer: Any, examples: Sequence[dict[str, Any]],
+                       batch_size: int = 64) -> np.ndarray:  # fmt: skip
+    """(len(examples),) float64 raw rewards of each {"prompt", "completion"} (+ EOS), as the
+    reward model was trained to score them (no offset); NaN for one longer than the
+    model's context."""
+    n_positions = model.cfg.n_positions
+    fits = [i for i, example in enumerate(examples)
+            if not tokenize_examples([example], tokenizer, n_positions).dropped]  # fmt: skip
+    data = tokenize_examples([examples[i] for i in fits], tokenizer, n_positions)
+    out = np.full(len(examples), np.nan)
+    kept = np.asarray(fits, np.int64)
+    for chunk, rewards in _chunk_rewards(model, tokenizer, data, batch_size):
+        out[kept[chunk]] = np.asarray(rewards[: len(chunk)], np.float64)
+    return out
 
 
 def read_reward_offset(run_dir: str | Path) -> float:
