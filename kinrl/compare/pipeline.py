@@ -205,9 +205,8 @@ class Comparison:
         records = self.records(data, "test", p.test_items)
 
         def work(folder: Path) -> dict[str, Any]:
-            from evaluators.completions import completion_stats
-
             from evaluators.accuracy import accuracy_report, pass_at_k_report
+            from evaluators.completions import completion_stats
             from trainers.tokenizer import load_tokenizer
 
             completions = _greedy(run["run"], records, self.eval_tokens)
@@ -275,10 +274,10 @@ class Comparison:
 
         def work(folder: Path) -> dict[str, Any]:
             from evaluators.policy_eval import rm_quality
-
+            from tasks.registry import PREFERENCE_KIND
             from trainers.data import load_records
 
-            pairs = load_records(data["folders"]["preference"], "test",
+            pairs = load_records(data["folders"]["preference"], "test", PREFERENCE_KIND,
                                  limit=self.preset.rm_items)  # fmt: skip
             return rm_quality(rm["run"], pairs)
 

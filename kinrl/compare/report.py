@@ -28,6 +28,10 @@ from kinrl.compare.presets import BASELINE, COMPARE_METHODS, ONLINE, describe
 
 BREAKDOWNS = {"by_hops": "hops", "by_question_type": "question type",
               "by_family": "relation family", "by_difficulty": "level"}  # fmt: skip
+REFERENCES = {
+    "gao": "Gao, Schulman and Hilton 2022, Scaling laws for reward model overoptimization",
+    "beirami": "Beirami et al. 2024, Theoretical guarantees on the best-of-n alignment policy",
+}
 DEGENERATE_UNPARSEABLE = 0.2  # flagged when a fifth of greedy answers cannot be parsed
 DEGENERATE_REPETITION = 0.1  # or a tenth of completions repeat themselves
 
@@ -50,8 +54,17 @@ def _budget(preset: dict[str, Any], method: str, config: dict[str, Any]) -> dict
         "updates": steps * updates,
         "learning_rate": config["learning_rate"],
         "beta": config.get("beta"),
-        "reward": config.get("reward", "preference data" if not online else None),
+        "reward": _learns_from(method, config),
     }
+
+
+def _learns_from(method: str, config: dict[str, Any]) -> str:
+    kind = COMPARE_METHODS[method][2]
+    if kind != "examples":
+        return {"preference": "preference pairs", "feedback": "binary feedback"}[kind]
+    reward = config.get("reward", "gold")
+    source = "the reward model" if reward.startswith("rm:") else "the gold reward"
+    return f"its samples, scored by {source}"
 
 
 def _calibrate(proxy: np.ndarray, gold: np.ndarray) -> dict[str, float]:
@@ -88,7 +101,7 @@ def _overoptimisation(context: dict[str, Any]) -> dict[str, Any]:
         "calibration": calibration,
         "best_of_n": {
             "curve": curve,
-            "kl_note": "log n - (n-1)/n, an upper bound on best-of-n's KL (Beirami et al. 2024)",
+            "kl_note": "log n - (n-1)/n, an upper bound on best-of-n's KL (Beirami et al.)",
             "fit_gold": _fit("bon", d, [c["gold"] - base_gold for c in curve]),
             "fit_proxy": _fit("bon", d, [c["proxy"] - base_proxy for c in curve]),
         },
@@ -113,8 +126,8 @@ def _overoptimisation(context: dict[str, Any]) -> dict[str, Any]:
 
 def summarise(context: dict[str, Any]) -> dict[str, Any]:
     """The results of a comparison from its stages' outputs (`Comparison.run`)."""
-    from evaluators.training import logprob_trend
     from evaluators.stats import paired_bootstrap, seed_spread
+    from evaluators.training import logprob_trend
 
     preset, tests = context["preset"], context["tests"]
     baseline = tests[BASELINE][0]
@@ -193,6 +206,7 @@ def summarise(context: dict[str, Any]) -> dict[str, Any]:
             "cached_stages": context["cached"],
             "total_stage_s": round(sum(context["stages"].values()), 1),
             "machine": context["machine"],
+            "references": REFERENCES,
             "thresholds": {
                 "unparseable": DEGENERATE_UNPARSEABLE,
                 "repetition": DEGENERATE_REPETITION,
@@ -362,8 +376,8 @@ def _overoptimisation_md(results: dict[str, Any]) -> list[str]:
     bon = over["best_of_n"]
     out = [heading("Reward over-optimisation"),
            "Best-of-n from the SFT model: n samples per prompt, the proxy's pick scored by both "
-           "rewards; KL = log n − (n−1)/n, an upper bound on best-of-n's KL (Beirami et al. "
-           "2024). The proxy is shown in gold units: a least-squares line from proxy to gold "
+           "rewards; KL = log n − (n−1)/n, an upper bound on best-of-n's KL "
+           f"({results['references']['beirami']}). The proxy is shown in gold units: a least-squares line from proxy to gold "
            f"on the SFT model's samples (gold ≈ {fmt(over['calibration']['a'])} + "
            f"{fmt(over['calibration']['b'])} × proxy). Plot: `overoptimisation.png`.\n",
            "![over-optimisation](overoptimisation.png)\n"]  # fmt: skip
@@ -381,7 +395,7 @@ def _overoptimisation_md(results: dict[str, Any]) -> list[str]:
                      f"{fmt(f['beta'])} ± {fmt(f['beta_se'])}", fmt(f["r2"]),
                      fmt(f["d_star"]), ""])  # fmt: skip
     out.append(
-        "Fits of the gain over the SFT model (Gao et al. 2022): best-of-n "
+        f"Fits of the gain over the SFT model ({results['references']['gao']}): best-of-n "
         "R(d) = d(α − β d), RL R(d) = d(α − β log d); d* is the predicted peak.\n"
     )
     out.append(table(["policy", "reward", "α ± se", "β ± se", "R²", "d*", "note"], rows))
