@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
+from kinrl.compare.command import add_command as _add_compare
 from kinrl.options import (
     Parser,
     UsageError,
@@ -26,7 +27,6 @@ from kinrl.options import (
     integer,
     key_values,
 )
-from kinrl.compare.command import add_command as _add_compare
 from kinrl.serve.command import add_commands as _add_serve
 from tasks.kinship.config import MAX_LEVEL, KinshipConfig
 from tasks.kinship.pairs import FEEDBACK_OPTIONS

@@ -377,7 +377,8 @@ def _overoptimisation_md(results: dict[str, Any]) -> list[str]:
     out = [heading("Reward over-optimisation"),
            "Best-of-n from the SFT model: n samples per prompt, the proxy's pick scored by both "
            "rewards; KL = log n − (n−1)/n, an upper bound on best-of-n's KL "
-           f"({results['references']['beirami']}). The proxy is shown in gold units: a least-squares line from proxy to gold "
+           f"({results['references']['beirami']}). The proxy is shown in gold units: a "
+           "least-squares line from proxy to gold "
            f"on the SFT model's samples (gold ≈ {fmt(over['calibration']['a'])} + "
            f"{fmt(over['calibration']['b'])} × proxy). Plot: `overoptimisation.png`.\n",
            "![over-optimisation](overoptimisation.png)\n"]  # fmt: skip
