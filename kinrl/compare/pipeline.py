@@ -46,6 +46,7 @@ def plan(preset: Preset) -> dict[str, float]:
     online_step = preset.prompts_per_step * preset.group_size * preset.max_new_tokens / 1000
     stages: dict[str, float] = {"data": preset.examples / 1000, "sft": preset.sft["steps"] * 0.15,
                                 "rm": preset.rm["steps"] * 0.15}  # fmt: skip
+    stages["validate sft"] = preset.validation_items / 40
     stages["test sft"] = preset.test_items / 40
     for method in preset.methods:
         per_step = online_step if method in ONLINE else preset.prompts_per_step * 0.01
@@ -80,6 +81,16 @@ def _greedy(run: str, records: list[dict[str, Any]], max_new_tokens: int) -> lis
     model, _, tokenizer = load_policy(run)
     return complete(model, tokenizer, [r["prompt"] for r in records],
                     max_new_tokens=max_new_tokens)  # fmt: skip
+
+
+def _greedy_accuracy(run: str, records: list[dict[str, Any]], max_new_tokens: int) -> float:
+    """The share of `records` whose greedy completion scores exactly 1."""
+    from tasks.kinship import score
+
+    completions = _greedy(run, records, max_new_tokens)
+    correct = [c is not None and score(r, c) == 1.0
+               for r, c in zip(records, completions, strict=True)]  # fmt: skip
+    return sum(correct) / max(len(correct), 1)
 
 
 def _sampled(run: str, records: list[dict[str, Any]], k: int,
@@ -168,7 +179,6 @@ class Comparison:
     def train_point(self, method: str, point: dict[str, Any], seed: int, data: dict[str, Any],
                     sft: dict[str, Any], rm: dict[str, Any],
                     name: str) -> dict[str, Any]:  # fmt: skip
-        from tasks.kinship import score
 
         config = method_config(self.preset, method, point, seed, rm["run"])
         kind = COMPARE_METHODS[method][2]
@@ -185,12 +195,23 @@ class Comparison:
         def work(folder: Path) -> dict[str, Any]:
             result = _train(method, config, data["folders"][kind], folder / "run", sft["run"],
                             self.progress)  # fmt: skip
-            completions = _greedy(result["run"], validation, self.eval_tokens)
-            correct = [c is not None and score(r, c) == 1.0
-                       for r, c in zip(validation, completions, strict=True)]  # fmt: skip
-            return result | {"validation_accuracy": sum(correct) / max(len(correct), 1)}
+            accuracy = _greedy_accuracy(result["run"], validation, self.eval_tokens)
+            return result | {"validation_accuracy": accuracy}
 
         return self.stages.run(name, inputs, work) | {"point": point, "seed": seed}
+
+    def validate_sft(self, sft: dict[str, Any], data: dict[str, Any]) -> dict[str, Any]:
+        """The SFT run's greedy accuracy on the validation items the grids are chosen on."""
+        items = self.preset.validation_items
+        inputs = {"sft": sft["key"], "data": data["key"], "items": items,
+                  "tokens": self.eval_tokens}  # fmt: skip
+        validation = self.records(data, "validation", items)
+
+        def work(folder: Path) -> dict[str, Any]:
+            accuracy = _greedy_accuracy(sft["run"], validation, self.eval_tokens)
+            return {"validation_accuracy": accuracy}
+
+        return self.stages.run("validate sft", inputs, work)
 
     def test(self, name: str, run: dict[str, Any], data: dict[str, Any]) -> dict[str, Any]:
         p = self.preset
@@ -293,6 +314,7 @@ class Comparison:
         data = self.data()
         sft = self.sft(data)
         rm = self.rm(data, sft)
+        sft_validation = self.validate_sft(sft, data)
         tests = {BASELINE: [self.test("test sft", sft, data)]}
         runs: dict[str, Any] = {}
         for method in p.methods:
@@ -311,6 +333,7 @@ class Comparison:
         bon = self.best_of_n(sft, rm, data)
         quality = self.rm_quality(rm, data)
         context = {"preset": p.to_dict(), "data": data, "sft": sft, "rm": rm, "tests": tests,
+                   "sft_validation": sft_validation,
                    "runs": runs, "best_of_n": bon, "rm_quality": quality,
                    "stages": dict(self.stages.done), "cached": list(self.stages.cached),
                    "machine": machine()}  # fmt: skip

@@ -44,6 +44,7 @@ def _budget(preset: dict[str, Any], method: str, config: dict[str, Any]) -> dict
     online = method in ONLINE
     updates = {"ppo": config.get("minibatches", 1) * config.get("ppo_epochs", 1),
                "grpo": config.get("minibatches", 1) * config.get("num_iterations", 1),
+               "grpo-gold": config.get("minibatches", 1) * config.get("num_iterations", 1),
                "rloo": config.get("minibatches", 1) * config.get("num_iterations", 1),
                "online-dpo": config.get("minibatches", 1)}.get(method, 1)  # fmt: skip
     return {
@@ -174,10 +175,9 @@ def summarise(context: dict[str, Any]) -> dict[str, Any]:
         if trend and trend.get("slope") is not None and trend["slope"] < 0:
             flags.append("chosen log-prob falls")
         degeneration[method] = {"completions": stats, "chosen_logprob": trend, "flags": flags}
-    grid_collapse = {}
-    for method, points in grids.items():
-        base = context["tests"][BASELINE][0]["accuracy"]["accuracy"]
-        grid_collapse[method] = all(p["validation_accuracy"] < base for p in points)
+    sft_validation = context["sft_validation"]["validation_accuracy"]
+    grid_collapse = {m: all(p["validation_accuracy"] < sft_validation for p in points)
+                     for m, points in grids.items()}  # fmt: skip
     drift = {m: r["drift"]["drift"]["checkpoints"] for m, r in context["runs"].items()}
     agreement = {m: r["drift"]["rm_agreement"] for m, r in context["runs"].items()}
     gains = [r for r in leaderboard if r.get("gain_vs_sft") and r["gain_vs_sft"]["low"] > 0]
@@ -193,6 +193,7 @@ def summarise(context: dict[str, Any]) -> dict[str, Any]:
             "leaderboard": leaderboard,
             "significant_gains": [r["method"] for r in gains],
             "budgets": budgets,
+            "sft_validation_accuracy": sft_validation,
             "grids": grids,
             "below_sft_at_every_grid_point": grid_collapse,
             "breakdowns": breakdowns,
@@ -231,11 +232,8 @@ def markdown(results: dict[str, Any]) -> str:
            f"Produced by `{results['command']}`. Test accuracy is greedy decoding scored by the "
            "exact gold reward; intervals are 95% percentile bootstraps over the test items, and "
            "a method's gain over SFT is a paired bootstrap on the same items."]  # fmt: skip
-    gains = results["significant_gains"]
-    if gains:
-        out.append(f"\n**Gains over SFT with the interval above zero:** {', '.join(gains)}.")
-    else:
-        out.append("\n**No method's gain over SFT has an interval above zero at this budget.**")
+    out.append(heading("Findings"))
+    out += [f"- {line}" for line in findings(results)]
     out.append(heading("Leaderboard"))
     rows = []
     for r in lb:
@@ -288,17 +286,13 @@ def markdown(results: dict[str, Any]) -> str:
     out.append(f"Every method starts from the SFT run ({fmt(p['sft']['steps'])} steps); the "
                f"online methods' reward is {reward}.")  # fmt: skip
     out.append(heading("Tuning grids"))
-    out.append(
-        "Each grid point trained under the budget; chosen by greedy accuracy on "
-        f"{fmt(p['validation_items'])} validation items.\n"
-    )
+    out.append("Each grid point trained under the budget; chosen by greedy accuracy on "
+               f"{fmt(p['validation_items'])} validation items (the SFT run: "
+               f"{pct(results['sft_validation_accuracy'])}).\n")  # fmt: skip
     rows = [[m, describe(g["point"]), pct(g["validation_accuracy"]), fmt(g["train_s"], 1),
              "**chosen**" if g["chosen"] else ""]
             for m, points in results["grids"].items() for g in points]  # fmt: skip
     out.append(table(["method", "point", "validation accuracy", "train s", ""], rows))
-    collapsed = [m for m, every in results["below_sft_at_every_grid_point"].items() if every]
-    if collapsed:
-        out.append(f"Below SFT's test accuracy at every grid point: {', '.join(collapsed)}.")
     for key, label in (("by_hops", "hops"), ("by_question_type", "question type"),
                        ("by_family", "relation family")):  # fmt: skip
         values = sorted({v for b in results["breakdowns"].values() for v in b.get(key, {})},
@@ -369,6 +363,43 @@ def markdown(results: dict[str, Any]) -> str:
         f"{m['backend']} ({', '.join(m['devices'])}); {versions}."
     )
     return "\n".join(out) + "\n"
+
+
+def findings(results: dict[str, Any]) -> list[str]:
+    """What the tables show, in sentences computed from the results."""
+    lines = []
+    rows = {r["method"]: r for r in results["leaderboard"]}
+    gains = results["significant_gains"]
+    if gains:
+        shown = ", ".join(f"{m} ({signed_interval(rows[m]['gain_vs_sft'])} points)" for m in gains)
+        lines.append(f"**Gains over SFT whose 95% interval is above zero:** {shown}.")
+    else:
+        lines.append("**No method's gain over SFT has a 95% interval above zero at this "
+                     "budget.**")  # fmt: skip
+    for m, every in results["below_sft_at_every_grid_point"].items():
+        if every:
+            lines.append(f"{m} is below the SFT run's validation accuracy at every point of "
+                         "its grid.")  # fmt: skip
+    for m, d in results["degeneration"].items():
+        if d["flags"]:
+            lines.append(f"{m} is flagged for degeneration: {', '.join(d['flags'])}.")
+    q = results["rm_quality"]
+    agreement = [a["agreement"] for a in q["agreement_on_policy_samples"].values()
+                 if a.get("agreement") is not None]  # fmt: skip
+    if agreement:
+        lines.append(f"The reward model orders {pct(q['accuracy'])} of held-out pairs as the "
+                     f"gold reward does, and {pct(min(agreement))} to {pct(max(agreement))} of "
+                     "pairs of the trained policies' own samples whose gold scores differ (the "
+                     "distribution it is optimised on).")  # fmt: skip
+    curve = results["overoptimisation"]["best_of_n"]["curve"]
+    peak = max(curve, key=lambda c: c["gold"])
+    last = curve[-1]
+    if last["gold"] < peak["gold"] and peak["n"] < last["n"]:
+        lines.append(f"Best-of-n over-optimises the proxy: the gold reward peaks at n = "
+                     f"{peak['n']} ({fmt(peak['gold'])}) and falls to {fmt(last['gold'])} at "
+                     f"n = {last['n']}, while the proxy's prediction rises to "
+                     f"{fmt(last['proxy'])}.")  # fmt: skip
+    return lines
 
 
 def _overoptimisation_md(results: dict[str, Any]) -> list[str]:
