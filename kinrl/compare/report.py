@@ -32,6 +32,7 @@ REFERENCES = {
     "gao": "Gao, Schulman and Hilton 2022, Scaling laws for reward model overoptimization",
     "beirami": "Beirami et al. 2024, Theoretical guarantees on the best-of-n alignment policy",
 }
+SMOOTHING = 10  # steps in the training curves' moving mean
 DEGENERATE_UNPARSEABLE = 0.2  # flagged when a fifth of greedy answers cannot be parsed
 DEGENERATE_REPETITION = 0.1  # or a tenth of completions repeat themselves
 
@@ -378,8 +379,12 @@ def findings(results: dict[str, Any]) -> list[str]:
                      "budget.**")  # fmt: skip
     for m, every in results["below_sft_at_every_grid_point"].items():
         if every:
-            lines.append(f"{m} is below the SFT run's validation accuracy at every point of "
-                         "its grid.")  # fmt: skip
+            lines.append(
+                f"{m} scored below the SFT run's validation accuracy at every point of "
+                f"its grid (on the {fmt(results['preset']['validation_items'])} "
+                "validation items that choose the point; the leaderboard's test "
+                f"accuracy is on {fmt(results['leaderboard'][0]['n'])} items)."
+            )
     for m, d in results["degeneration"].items():
         if d["flags"]:
             lines.append(f"{m} is flagged for degeneration: {', '.join(d['flags'])}.")
@@ -480,11 +485,14 @@ def plots(results: dict[str, Any], out: Path) -> list[str]:
     width = 0.8 / max(len(methods), 1)
     for i, m in enumerate(methods):
         cells = results["breakdowns"][m].get("by_hops", {})
-        values = [cells.get(str(h), {}).get("accuracy", np.nan) for h in hops]
-        ax.bar(np.arange(len(hops)) + i * width, values, width, label=m)
+        values = np.array([cells.get(str(h), {}).get("accuracy", np.nan) for h in hops])
+        low = np.array([cells.get(str(h), {}).get("low", np.nan) for h in hops])
+        high = np.array([cells.get(str(h), {}).get("high", np.nan) for h in hops])
+        ax.bar(np.arange(len(hops)) + i * width, values, width, label=m,
+               yerr=[values - low, high - values], capsize=2)  # fmt: skip
     ax.set_xticks(np.arange(len(hops)) + 0.4 - width / 2, [str(h) for h in hops])
     ax.set_xlabel(f"hops (level {results['preset']['difficulty']})")
-    ax.set_ylabel("greedy test accuracy")
+    ax.set_ylabel("greedy test accuracy (95% interval)")
     ax.legend()
     save(fig, "accuracy_by_difficulty.png")
 
@@ -538,13 +546,21 @@ def plots(results: dict[str, Any], out: Path) -> list[str]:
     ax.set_title(f"reward model, ECE {q['ece']:.3f}")
     save(fig, "calibration.png")
 
-    # training curves
-    fig, ax = plt.subplots(figsize=(7, 4))
-    for m, points in results["training_curves"].items():
-        if points["steps"]:
-            ax.plot(points["steps"], points["values"], label=f"{m}: {points['metric']}")
-    ax.set_xlabel("step")
-    ax.legend(fontsize=8)
+    # training curves: the offline methods' loss, the online methods' gold reward (moving means)
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    for i, (m, points) in enumerate(results["training_curves"].items()):
+        ax = axes[1] if m in ONLINE else axes[0]
+        steps, values = np.asarray(points["steps"]), np.asarray(points["values"], float)
+        if len(values) >= SMOOTHING:
+            values = np.convolve(values, np.ones(SMOOTHING) / SMOOTHING, mode="valid")
+            steps = steps[SMOOTHING - 1 :]
+        ax.plot(steps, values, color=f"C{i}", label=m)
+    axes[0].set_title(f"offline methods: training loss ({SMOOTHING}-step mean)")
+    axes[1].set_title(f"online methods: gold reward of the samples ({SMOOTHING}-step mean)")
+    for ax in axes:
+        ax.set_xlabel("step")
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=8)
     save(fig, "training_curves.png")
     return names
 
