@@ -38,6 +38,7 @@ from kinrl.compare.stages import Stages
 
 DATA_SEEDS = {"examples": 0, "preference": 1, "feedback": 2}
 EVAL_SEED = 1234
+GENERALISATION_SPLITS = ("test_hops", "test_names", "test_relations")  # tasks/kinship/splits.py
 
 
 def plan(preset: Preset) -> dict[str, float]:
@@ -120,7 +121,8 @@ class Comparison:
     def data(self) -> dict[str, Any]:
         p = self.preset
         inputs = {"difficulty": p.difficulty, "examples": p.examples, "pairs": p.pairs,
-                  "feedback": p.feedback, "noise": p.noise, "seeds": DATA_SEEDS}  # fmt: skip
+                  "feedback": p.feedback, "noise": p.noise, "seeds": DATA_SEEDS,
+                  "holdout_hops": p.holdout_hops, "holdout_names": p.holdout_names}  # fmt: skip
 
         def work(folder: Path) -> dict[str, Any]:
             from tasks.kinship.dataset import generate_command
@@ -129,10 +131,13 @@ class Comparison:
             for kind, n in (("examples", p.examples), ("preference", p.pairs),
                             ("feedback", p.feedback)):  # fmt: skip
                 feedback = {} if kind == "examples" else {"noise": p.noise}
+                holdouts = ({"holdout_hops": p.holdout_hops, "holdout_names": p.holdout_names}
+                            if kind == "examples" else {})  # fmt: skip
                 summary = generate_command(folder / kind, p.difficulty, {}, n,
                                            feedback=feedback, kind=kind, seed=DATA_SEEDS[kind],
                                            num_proc=min(2, os.cpu_count() or 1),
-                                           overwrite=True, progress=self.progress)  # fmt: skip
+                                           overwrite=True, progress=self.progress,
+                                           **holdouts)  # fmt: skip
                 if summary is None:
                     raise KeyboardInterrupt
                 counts[kind] = summary["counts"]
@@ -222,12 +227,14 @@ class Comparison:
             "pass_k": p.pass_k,
             "pass_items": p.pass_items,
             "tokens": self.eval_tokens,
+            "generalisation_items": p.generalisation_items,
         }
         records = self.records(data, "test", p.test_items)
 
         def work(folder: Path) -> dict[str, Any]:
             from evaluators.accuracy import accuracy_report, pass_at_k_report
             from evaluators.completions import completion_stats
+            from trainers.data import has_split
             from trainers.tokenizer import load_tokenizer
 
             completions = _greedy(run["run"], records, self.eval_tokens)
@@ -238,10 +245,16 @@ class Comparison:
             k = max(p.pass_k)
             samples = _sampled(run["run"], records[: p.pass_items], k, self.eval_tokens)
             passes = pass_at_k_report(records[: p.pass_items], samples, p.pass_k)
+            generalisation = {}
+            for split in GENERALISATION_SPLITS:
+                if has_split(data["folders"]["examples"], split):
+                    held = self.records(data, split, p.generalisation_items)
+                    held_out = _greedy(run["run"], held, self.eval_tokens)
+                    generalisation[split] = accuracy_report(held, held_out)
             examples = [{"prompt": r["prompt"], "completion": c}
                         for r, c in zip(records[:3], completions[:3], strict=True)]  # fmt: skip
             return {"accuracy": report, "completions": stats, "pass_at_k": passes,
-                    "examples": examples}  # fmt: skip
+                    "generalisation": generalisation, "examples": examples}  # fmt: skip
 
         return self.stages.run(name, inputs, work)
 

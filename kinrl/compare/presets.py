@@ -57,6 +57,10 @@ class Preset:
     pairs: int = 4_000  # preference pairs (the RM's and the DPO family's data)
     feedback: int = 4_000  # binary feedback examples (KTO's data)
     noise: float = 0.0  # the simulated annotator's label-flip rate
+    # generalisation splits of the examples (`kinrl generate --holdout-hops/--holdout-names`):
+    # test_hops holds questions of more hops than training has, test_names unseen names
+    holdout_hops: int | None = None
+    holdout_names: bool = False
     # SFT and the reward model
     sft: dict[str, Any] = field(default_factory=lambda: {"steps": 400})
     rm: dict[str, Any] = field(default_factory=lambda: {"steps": 200, "learning_rate": 1e-4})
@@ -73,6 +77,7 @@ class Preset:
     # evaluation
     validation_items: int = 256  # for choosing a grid point
     test_items: int = 1_000
+    generalisation_items: int = 500  # of each generalisation split
     pass_k: tuple[int, ...] = (1, 4, 8)
     pass_items: int = 200
     drift_prompts: int = 64
@@ -143,6 +148,8 @@ PRESETS: dict[str, Preset] = {
             "grpo": {"learning_rate": (1e-5, 2e-5)},
             "grpo-gold": {"learning_rate": (5e-5,)},
         },
+        holdout_hops=2,
+        holdout_names=True,
         test_items=2_000,
     ),
     "cpu-hour": Preset(
@@ -155,6 +162,8 @@ PRESETS: dict[str, Preset] = {
         pairs=8_000,
         feedback=8_000,
         noise=0.1,
+        holdout_hops=3,
+        holdout_names=True,
         sft={"steps": 1500},
         rm={"steps": 400, "learning_rate": 1e-4},
         steps=200,
@@ -209,6 +218,9 @@ PRESETS: dict[str, Preset] = {
         description="for the tests: a few steps of everything",
         methods=("dpo", "grpo"),
         examples=400,
+        holdout_hops=2,
+        holdout_names=True,
+        generalisation_items=8,
         pairs=200,
         feedback=200,
         sft={"steps": 30, "batch_size": 8, "pack_width": 0},

@@ -144,11 +144,20 @@ def summarise(context: dict[str, Any]) -> dict[str, Any]:
             "accuracy": accuracy["interval"],
             "n": accuracy["n"],
             "pass_at_k": first["pass_at_k"]["pass@k"],
+            "generalisation": {
+                split: report["interval"]
+                for split, report in first.get("generalisation", {}).items()
+            },
         }
         if method != BASELINE:
             run = context["runs"][method]
             chosen = run["grid"][run["chosen"]]
             row["gain_vs_sft"] = paired_bootstrap(base_correct, accuracy["correct"])
+            row["generalisation_gain_vs_sft"] = {
+                split: paired_bootstrap(baseline["generalisation"][split]["correct"],
+                                        report["correct"])
+                for split, report in first.get("generalisation", {}).items()
+            }  # fmt: skip
             row["chosen"] = chosen["point"]
             row["validation_accuracy"] = chosen["validation_accuracy"]
             row["train_s"] = chosen["train_s"]
@@ -262,6 +271,15 @@ def markdown(results: dict[str, Any]) -> str:
         f"Test items: {fmt(lb[0]['n'])}. Seed spread: mean ± standard deviation of the "
         "test accuracy over training seeds (the same data and SFT run)."
     )
+    splits = sorted({s for r in lb for s in r.get("generalisation", {})})
+    if splits:
+        out.append(heading("Generalisation"))
+        out.append("Greedy accuracy on the generalisation splits (`test_hops`: more hops than "
+                   "training had; `test_names`: names never seen in training; "
+                   "`test_relations`: held-out relation families), with the paired gain over "
+                   "SFT in points.\n")  # fmt: skip
+        rows = [[r["method"]] + [_generalisation_cell(r, s) for s in splits] for r in lb]
+        out.append(table(["method", *splits], rows))
     out.append(heading("Budget and settings"))
     rows = [[m, b["steps"], b["prompts_per_step"], b["prompts_seen"],
              b["completions_per_prompt"] or "–", b["updates"], f"{b['learning_rate']:g}",
@@ -364,6 +382,13 @@ def markdown(results: dict[str, Any]) -> str:
         f"{m['backend']} ({', '.join(m['devices'])}); {versions}."
     )
     return "\n".join(out) + "\n"
+
+
+def _generalisation_cell(row: dict[str, Any], split: str) -> str:
+    shown = interval(row["generalisation"].get(split))
+    if row["method"] == BASELINE:
+        return shown
+    return f"{shown} ({signed_interval(row['generalisation_gain_vs_sft'].get(split))})"
 
 
 def findings(results: dict[str, Any]) -> list[str]:
