@@ -236,7 +236,7 @@ def _run_eval(args: argparse.Namespace) -> int:
 
     try:
         model, _, tokenizer = load_policy(args.run_dir, step=args.step)
-        records = load_records(args.data, args.split)[: args.limit]
+        records = load_records(args.data, args.split, exact=True)[: args.limit]
     except ValueError as error:
         raise UsageError(str(error).splitlines()[0]) from None
     report = evaluate(model, tokenizer, records, batch_size=args.batch_size,

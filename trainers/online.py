@@ -438,7 +438,7 @@ def prepare_online(setup: Setup, **hooks: Any) -> Prepared:
     if room < 1:
         raise ValueError(f"max_new_tokens must be below the model's context of {n_positions} "
                          f"positions (got {config.max_new_tokens})")  # fmt: skip
-    records = load_records(setup.data_dir, "train", EXAMPLES_KIND)
+    records = load_records(setup.data_dir, "train", EXAMPLES_KIND, exact=True)
     encoded = tokenizer([r["prompt"] for r in records], add_special_tokens=False)["input_ids"]
     kept = [i for i, ids in enumerate(encoded) if 0 < len(ids) <= room]
     if len(kept) < config.prompts_per_step:
@@ -457,7 +457,7 @@ def prepare_online(setup: Setup, **hooks: Any) -> Prepared:
                              f"prompt and max_new_tokens ({longest})")  # fmt: skip
     evaluate = None
     if has_split(setup.data_dir, "validation"):
-        held_out = load_records(setup.data_dir, "validation", EXAMPLES_KIND)
+        held_out = load_records(setup.data_dir, "validation", EXAMPLES_KIND, exact=True)
         if held_out:
             evaluate = greedy_evaluation(setup, held_out[: config.eval_examples])
     rollouts = Rollouts(setup, records, reward_model)
