@@ -27,6 +27,7 @@ from kinrl.options import (
     key_values,
 )
 from kinrl.serve.command import add_commands as _add_serve
+from kinrl.tldr_command import add_commands as _add_tldr
 from tasks.kinship.config import MAX_LEVEL, KinshipConfig
 from tasks.kinship.pairs import FEEDBACK_OPTIONS
 from tasks.registry import KINDS
@@ -300,6 +301,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train(commands)
     _add_eval(commands)
     _add_serve(commands)  # serve, labels export: kinrl/serve/command.py
+    _add_tldr(commands)  # tldr prepare|train|eval: kinrl/tldr_command.py
     return parser
 
 
