@@ -76,14 +76,14 @@ GPU_RECIPE = Recipe(
 SMOKE_RECIPE = Recipe(
     name="smoke",
     options={
-        "sft": {"steps": 30, "batch_size": 8, "learning_rate": 3e-3, "warmup_steps": 2,
+        "sft": {"steps": 24, "batch_size": 8, "learning_rate": 3e-3, "warmup_steps": 2,
                 "prompt_loss_weight": 0.0, "eval_interval": 0, "log_interval": 5,
                 "pack_width": 0},
-        "rm": {"steps": 8, "batch_size": 8, "learning_rate": 1e-3, "warmup_steps": 1,
+        "rm": {"steps": 6, "batch_size": 8, "learning_rate": 1e-3, "warmup_steps": 1,
                "eval_interval": 0, "log_interval": 4, "pack_pairs": False},
-        "dpo": {"steps": 6, "batch_size": 8, "learning_rate": 1e-4, "warmup_steps": 1,
+        "dpo": {"steps": 4, "batch_size": 8, "learning_rate": 1e-4, "warmup_steps": 1,
                 "eval_interval": 0, "log_interval": 3, "pack_pairs": False},
-        "kto": {"steps": 6, "batch_size": 8, "learning_rate": 1e-4, "warmup_steps": 1,
+        "kto": {"steps": 4, "batch_size": 8, "learning_rate": 1e-4, "warmup_steps": 1,
                 "eval_interval": 0, "log_interval": 3},
     },
     epochs=0.0,
