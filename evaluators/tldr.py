@@ -20,6 +20,7 @@ and measured by:
 
 from __future__ import annotations
 
+import csv
 import importlib
 import json
 import math
@@ -197,13 +198,31 @@ def agreement(reward_model: RewardModel, records: Sequence[dict[str, Any]]) -> d
 # ----------------------------------------------------------------------------- the command
 
 
+def read_responses(path: str | Path, limit: int | None = None) -> dict[str, list[str]]:
+    """{"prompts", "references", "summaries"} of a CSV with `query`, `reference_responses` and
+    `postprocessed_response` columns (summaries written by some model, e.g. OpenAI's 1B SFT
+    sample), the first `limit` rows."""
+    from tasks.tldr.sources import read_references
+
+    rows = read_references(path)[:limit]
+    with Path(path).open(encoding="utf-8", newline="") as f:
+        reader = csv.DictReader(f)
+        if "postprocessed_response" not in (reader.fieldnames or []):
+            raise ValueError(f"--responses {path} lacks the column postprocessed_response")
+        summaries = [row["postprocessed_response"] or "" for row in reader][: len(rows)]
+    return {"prompts": [r.query.lstrip() for r in rows],
+            "references": [r.reference.strip() for r in rows],
+            "summaries": [text.strip() for text in summaries]}  # fmt: skip
+
+
 def evaluate(
     runs: dict[str, str],
-    data: str | Path,
+    data: str | Path | None,
     out: str | Path,
     *,
     judge: str | None = None,
     reward_model: str | None = None,
+    responses: str | Path | None = None,
     split: str = "validation",
     limit: int = 256,
     max_new_tokens: int = MAX_NEW_TOKENS,
@@ -214,28 +233,36 @@ def evaluate(
 ) -> dict[str, Any]:
     """Summarise `split` of DATA/sft with each run (name -> run folder), measure, and write the
     report folder `out`; returns results.json's content. `judge` defaults to `rm:` +
-    `reward_model`; `reward_model` also gives the agreement figures."""
-    from evaluators.accuracy import complete
-    from trainers.checkpoint import load_policy
+    `reward_model`; `reward_model` also gives the agreement figures. With `responses` (a CSV,
+    `read_responses`), its prompts and references are used instead of DATA's and its
+    summaries are measured as one more entry; no win rate without a judge then."""
     from trainers.data import has_split, load_records
 
-    data = Path(data)
-    records = load_records(data / "sft", split, limit=limit)
-    if not records:
-        raise ValueError(f"{data / 'sft'} has no {split} records")
-    if judge is None and reward_model is None:
+    if responses is not None:
+        given = read_responses(responses, limit)
+        prompts, references = given["prompts"], given["references"]
+        source = str(Path(responses).resolve())
+    else:
+        if data is None:
+            raise ValueError("give --data DIR (a tldr prepare folder) or --responses CSV")
+        records = load_records(Path(data) / "sft", split, limit=limit)
+        prompts = [r["prompt"] for r in records]
+        references = [r["completion"].strip() for r in records]
+        source = str(Path(data).resolve())
+    if not prompts:
+        raise ValueError(f"{source} has no {split} records to evaluate")
+    if runs and judge is None and reward_model is None:
         raise ValueError("give --rm RUN (the default judge) or --judge module:function")
     rm = RewardModel(reward_model, batch_size) if reward_model else None
-    if judge is None or judge == f"rm:{reward_model}":
-        judge_fn, judge_name = rm.judge, f"rm:{reward_model}"  # type: ignore[union-attr]
-    else:
+    judge_fn: Judge | None = None
+    judge_name = None
+    if judge is not None and judge != f"rm:{reward_model}":
         judge_fn, judge_rm = load_judge(judge)
-        judge_name = judge
-        rm = rm or judge_rm
-    prompts = [r["prompt"] for r in records]
-    references = [r["completion"].strip() for r in records]
+        judge_name, rm = judge, rm or judge_rm
+    elif rm is not None:
+        judge_fn, judge_name = rm.judge, f"rm:{reward_model}"
     results: dict[str, Any] = {
-        "data": str(data.resolve()), "split": split, "prompts": len(prompts),
+        "data": source, "split": split if responses is None else "csv", "prompts": len(prompts),
         "judge": judge_name, "reward_model": rm.run if rm else None, "seed": seed,
         "max_new_tokens": max_new_tokens, "temperature": temperature, "interval_level": 0.95,
         "references": {"lengths": length_stats(references)}, "runs": {},
@@ -243,38 +270,57 @@ def evaluate(
     if rm is not None:
         results["references"]["reward"] = bootstrap(_finite(rm.scores(prompts, references)))
     log: list[dict[str, Any]] = []
-    for index, (name, run) in enumerate(runs.items()):
-        model, _, tokenizer = load_policy(run)
-        decoded = complete(model, tokenizer, prompts, batch_size=batch_size,
-                           max_new_tokens=max_new_tokens, temperature=temperature,
-                           seed=seed, progress=progress)  # fmt: skip
+    sources = [(name, str(run), None) for name, run in runs.items()]
+    if responses is not None:
+        sources.append(("responses", f"{source}:postprocessed_response", given["summaries"]))
+    for index, (name, run, fixed) in enumerate(sources):
+        decoded = fixed if fixed is not None else _decode(run, prompts, batch_size,
+                                                           max_new_tokens, temperature, seed,
+                                                           progress)  # fmt: skip
         summaries = [(text or "").strip() for text in decoded]
         scores = rouge(summaries, references)
-        wins, order = win_rate(judge_fn, prompts, summaries, references, seed + 1 + index)
         entry: dict[str, Any] = {
-            "run": str(run),
+            "run": run,
             "unanswered": sum(1 for text in decoded if text is None),
             "rouge": {k: bootstrap(v, seed) for k, v in scores.items()},
-            "win_rate": bootstrap(wins, seed),
-            "ties": sum(1 for w in wins if w == 0.5),
+            "win_rate": None,
+            "ties": None,
             "lengths": length_stats(summaries),
         }
+        wins, order = None, None
+        if judge_fn is not None:
+            wins, order = win_rate(judge_fn, prompts, summaries, references, seed + 1 + index)
+            entry["win_rate"] = bootstrap(wins, seed)
+            entry["ties"] = sum(1 for w in wins if w == 0.5)
         rewards = rm.scores(prompts, summaries) if rm is not None else None
         if rewards is not None:
             entry["reward"] = bootstrap(_finite(rewards), seed)
         results["runs"][name] = entry
         for i, prompt in enumerate(prompts):
             log.append({"run": name, "index": i, "prompt": prompt, "summary": summaries[i],
-                        "reference": references[i], **order[i], "policy_wins": wins[i],
+                        "reference": references[i], **(order[i] if order else {}),
+                        "policy_wins": None if wins is None else wins[i],
                         "rougeL": scores["rougeL"][i],
                         "reward": None if rewards is None else _number(rewards[i])})  # fmt: skip
-    if rm is not None and has_split(data / "preference", split):
-        pairs = load_records(data / "preference", split, PREFERENCE_KIND, limit=limit)
+    if rm is not None and data is not None and has_split(Path(data) / "preference", split):
+        pairs = load_records(Path(data) / "preference", split, PREFERENCE_KIND, limit=limit)
         results["reward_model_agreement"] = agreement(rm, pairs)
     folder = write_report(out, markdown(results), results)
     text = "".join(json.dumps(line, ensure_ascii=False) + "\n" for line in log)
     write_text_atomic(folder / "judgements.jsonl", text)
     return results
+
+
+def _decode(run: str, prompts: list[str], batch_size: int, max_new_tokens: int,
+            temperature: float, seed: int, progress: bool) -> list[str | None]:  # fmt: skip
+    """The run's summaries of `prompts` (None where a prompt leaves no room)."""
+    from evaluators.accuracy import complete
+    from trainers.checkpoint import load_policy
+
+    model, _, tokenizer = load_policy(run)
+    return complete(model, tokenizer, prompts, batch_size=batch_size,
+                    max_new_tokens=max_new_tokens, temperature=temperature, seed=seed,
+                    progress=progress)  # fmt: skip
 
 
 def _finite(values: np.ndarray) -> list[float]:
@@ -292,9 +338,10 @@ def markdown(results: dict[str, Any]) -> str:
         "# TL;DR evaluation",
         "",
         f"{results['prompts']} prompts of the `{results['split']}` split of "
-        f"`{results['data']}`; summaries of at most {results['max_new_tokens']} new tokens "
-        f"at temperature {results['temperature']} (0: greedy). Judge: `{results['judge']}`; "
-        "the A/B order is drawn per prompt and logged in `judgements.jsonl`. Intervals: 95% "
+        f"`{results['data']}`; runs' summaries of at most {results['max_new_tokens']} new "
+        f"tokens at temperature {results['temperature']} (0: greedy). Judge: "
+        f"`{results['judge'] or 'none (no win rate)'}`; the A/B order is drawn per prompt and "
+        "logged in `judgements.jsonl`. ROUGE: F1 with stemming (`rouge-score`). Intervals: 95% "
         "bootstrap over prompts.",
         heading("Summaries against the references"),
         table(

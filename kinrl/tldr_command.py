@@ -146,9 +146,12 @@ def add_commands(commands: Any) -> None:
         "order is drawn per prompt and logged), lengths, and the reward model's agreement "
         "with the human choice by annotator confidence.",
     )  # fmt: skip
-    ev.add_argument("--run", dest="runs", action="append", required=True, metavar="[NAME=]RUN",
+    ev.add_argument("--run", dest="runs", action="append", default=[], metavar="[NAME=]RUN",
                     help="a policy run (repeat for several)")  # fmt: skip
-    ev.add_argument("--data", required=True, metavar="DIR", help="a `tldr prepare` folder")
+    ev.add_argument("--data", metavar="DIR", help="a `tldr prepare` folder")
+    ev.add_argument("--responses", metavar="CSV",
+                    help="measure a CSV's postprocessed_response summaries against its "
+                    "reference_responses (its queries replace --data's prompts)")  # fmt: skip
     ev.add_argument("--rm", metavar="RUN", help="a reward-model run (the default judge)")
     ev.add_argument("--judge", metavar="MODULE:FUNCTION",
                     help="a judge callable judge(prompts, a, b) -> [0, 1 or 0.5]")  # fmt: skip
@@ -261,11 +264,17 @@ def _runs(specs: list[str]) -> dict[str, str]:
 
 def run_eval(args: argparse.Namespace) -> int:
     runs = _runs(args.runs)
-    if args.rm is None and args.judge is None:
+    if not runs and args.responses is None:
+        raise UsageError("give --run RUN (repeat for several) or --responses CSV")
+    if runs and args.rm is None and args.judge is None:
         raise UsageError("give --rm RUN (the default judge) or --judge MODULE:FUNCTION")
     if args.rm is not None and not (Path(args.rm) / "config.json").is_file():
         raise UsageError(f"--rm {args.rm} is not a run folder")
-    if not (Path(args.data) / "sft" / "config.json").is_file():
+    if args.responses is not None:
+        _existing([args.responses], "--responses")
+    elif args.data is None:
+        raise UsageError("give --data DIR (a tldr prepare folder) or --responses CSV")
+    if args.data is not None and not (Path(args.data) / "sft" / "config.json").is_file():
         raise UsageError(f"--data {args.data} has no sft/ folder (run kinrl tldr prepare)")
     if args.temperature < 0:
         raise UsageError(f"--temperature must be >= 0 (got {args.temperature})")
@@ -276,14 +285,16 @@ def run_eval(args: argparse.Namespace) -> int:
 
     try:
         results = evaluate(
-            runs, args.data, args.out, judge=args.judge, reward_model=args.rm, split=args.split,
+            runs, args.data, args.out, judge=args.judge, reward_model=args.rm,
+            responses=args.responses, split=args.split,
             limit=args.limit, max_new_tokens=args.max_new_tokens, temperature=args.temperature,
             seed=args.seed, progress=True,
         )  # fmt: skip
     except ValueError as error:
         raise UsageError((str(error).strip().splitlines() or ["invalid input"])[0]) from None
     for name, r in results["runs"].items():
-        print(f"{name}: ROUGE-L {r['rouge']['rougeL']['mean']:.3f}, win rate "
-              f"{r['win_rate']['mean']:.3f}, {r['lengths']['words_mean']:.1f} words")  # fmt: skip
+        wins = "none" if r["win_rate"] is None else f"{r['win_rate']['mean']:.3f}"
+        print(f"{name}: ROUGE-L {r['rouge']['rougeL']['mean']:.3f}, win rate {wins}, "
+              f"{r['lengths']['words_mean']:.1f} words")  # fmt: skip
     print(f"wrote {args.out}/report.md")
     return 0

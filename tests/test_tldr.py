@@ -276,3 +276,24 @@ def test_win_rate_order_is_random_logged_and_undone() -> None:
     assert scores["rouge1"][0] == pytest.approx(5 / 6) and scores["rougeL"][0] > 0.6
     interval = bootstrap([0.0, 1.0] * 50)
     assert interval["low"] < 0.5 < interval["high"] and interval["mean"] == 0.5
+
+
+def test_eval_of_a_csv_of_summaries(tmp_path: Path, capsys) -> None:
+    """`kinrl tldr eval --responses CSV`: a model's summaries from a CSV, no run, no judge."""
+    from evaluators.report import unmatched_numbers
+    from evaluators.tldr import rouge
+    from kinrl.cli import main
+
+    assert main(["tldr", "eval", "--responses", str(CSV), "--out", str(tmp_path / "r")]) == 0
+    results = json.loads((tmp_path / "r" / "results.json").read_text())
+    with CSV.open(encoding="utf-8", newline="") as f:
+        rows = list(csv.DictReader(f))
+    expected = rouge([r["postprocessed_response"].strip() for r in rows],
+                     [r["reference_responses"].strip() for r in rows])["rougeL"]  # fmt: skip
+    entry = results["runs"]["responses"]
+    assert entry["rouge"]["rougeL"]["mean"] == pytest.approx(sum(expected) / len(expected))
+    assert entry["win_rate"] is None and results["prompts"] == 48
+    assert entry["lengths"]["n"] == 48 and entry["lengths"]["empty"] == 0
+    markdown = (tmp_path / "r" / "report.md").read_text()
+    assert not unmatched_numbers(markdown, results)
+    assert "responses: ROUGE-L" in capsys.readouterr().out
