@@ -216,15 +216,26 @@ def run_train(args: argparse.Namespace) -> int:
     if "kto" in args.policies and not (data / "feedback" / "config.json").is_file():
         raise UsageError(f"--data {data} has no feedback/ folder for kto")
     recipe_name = args.recipe or ("smoke" if args.smoke else "gpu")
+    from trainers.tldr import RECIPES, folder_of, stage_config  # no JAX
+
+    overrides: dict[str, dict[str, Any]] = {m: {"steps": n} for m, n in args.steps.items()}
+    if args.dpo_loss:
+        if "dpo" not in args.policies:
+            raise UsageError("--dpo-loss needs dpo in --policies")
+        overrides.setdefault("dpo", {})["loss"] = args.dpo_loss
+    for method in ("sft", "rm", *args.policies):  # every stage's config, before any work
+        try:
+            stage_config(method, RECIPES[recipe_name], data / folder_of(method),
+                         overrides.get(method))  # fmt: skip
+        except (ValueError, OSError) as error:
+            message = (str(error).strip().splitlines() or ["invalid option"])[0]
+            raise UsageError(f"{method} stage: {message}") from None
     from kinrl.cli import _start_jax
 
     _start_jax()
     from trainers.engine import Interrupted
-    from trainers.tldr import RECIPES, pipeline, smoke_init
+    from trainers.tldr import pipeline, smoke_init
 
-    overrides: dict[str, dict[str, Any]] = {m: {"steps": n} for m, n in args.steps.items()}
-    if args.dpo_loss:
-        overrides.setdefault("dpo", {})["loss"] = args.dpo_loss
     out = Path(args.out)
     try:
         init = args.init

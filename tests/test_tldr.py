@@ -297,3 +297,57 @@ def test_eval_of_a_csv_of_summaries(tmp_path: Path, capsys) -> None:
     markdown = (tmp_path / "r" / "report.md").read_text()
     assert not unmatched_numbers(markdown, results)
     assert "responses: ROUGE-L" in capsys.readouterr().out
+
+
+def test_hub_rows_map_to_the_same_records(tmp_path: Path, monkeypatch) -> None:
+    """The hub readers' mapping, on rows shaped as the hub's (datasets.load_dataset replaced:
+    no network in the tests; the live hub was not reached here)."""
+    import datasets
+
+    from tasks.tldr import sources
+
+    tldr_rows = lines(BATCH18)[:3]
+    cnndm = {**lines(BATCH18)[3], "batch": "cnndm0",
+             "info": {"id": "a1", "post": None, "title": None, "subreddit": None,
+                      "article": "An article.\nIt goes on."}}  # fmt: skip
+    hub = {
+        sources.HUB_COMPARISONS: {"train": tldr_rows, "validation": [cnndm]},
+        sources.HUB_REFERENCES: {
+            "train": [
+                {
+                    "id": "t3_x",
+                    "subreddit": "tifu",
+                    "title": "T",
+                    "post": "P",
+                    "summary": "a summary",
+                }
+            ]
+        },
+        sources.HUB_TRL_SFT: {
+            "test": [
+                {"prompt": "SUBREDDIT: r/a\n\nTITLE: t\n\nPOST: p\n\nTL;DR:", "completion": " done"}
+            ]
+        },
+    }
+    calls = []
+
+    def load_dataset(name, config=None):
+        calls.append((name, config))
+        if name not in hub:
+            raise ConnectionError(f"Couldn't reach '{name}' on the Hub (LocalEntryNotFoundError)")
+        return hub[name]
+
+    monkeypatch.setattr(datasets, "load_dataset", load_dataset)
+    comparisons = sources.hub_comparisons()
+    assert calls[0] == (sources.HUB_COMPARISONS, "comparisons")
+    assert [c.post_id for c in comparisons] == [r["info"]["id"] for r in tldr_rows] + ["a1"]
+    assert comparisons[-1].post.startswith("An article.")
+    references = sources.hub_references() | sources.hub_references(sources.HUB_TRL_SFT)
+    assert references["train"][0].query == preprocess.format_query("tifu", "T", "P")
+    assert references["test"][0].reference == " done"
+    summary = prepare([], [], tmp_path / "p", hub_comparisons=comparisons,
+                      hub_references=references)  # fmt: skip
+    assert summary["counts"]["preference"] == {"validation": 3, "validation_cnndm": 1}
+    assert summary["counts"]["sft"]["train"] == 1 and summary["counts"]["sft"]["test"] == 1
+    with pytest.raises(ValueError, match=r"^--hub nobody/nothing cannot be loaded: Couldn't"):
+        sources.hub_references("nobody/nothing")

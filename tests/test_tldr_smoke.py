@@ -1,5 +1,5 @@
 """The CPU smoke preset end to end, as a user runs it: `kinrl tldr prepare` on the shipped
-sample, `kinrl tldr train --smoke` (nano with a BPE trained on the sample: SFT -> RM -> DPO),
+sample, `kinrl tldr train --smoke` (nano with a BPE trained on the sample: SFT -> RM -> DPO, KTO),
 `kinrl tldr eval` (ROUGE, win rate, lengths). About a minute and a half on two CPU cores."""
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ def test_smoke_preset_end_to_end(tmp_path: Path, capsys) -> None:
                "--out", str(data), "--query-tokens", "128", "--holdout", "0.25"]  # fmt: skip
     assert main(prepare) == 0
     assert main(["tldr", "train", "--data", str(data), "--out", str(runs), "--smoke",
-                 "--quiet"]) == 0  # fmt: skip
+                 "--policies", "dpo,kto", "--quiet"]) == 0  # fmt: skip
     assert main(["tldr", "eval", "--run", f"sft={runs / 'sft'}", "--run", str(runs / "dpo"),
                  "--rm", str(runs / "rm"), "--data", str(data), "--out", str(report),
                  "--limit", "12"]) == 0  # fmt: skip
@@ -46,6 +46,9 @@ def test_smoke_preset_end_to_end(tmp_path: Path, capsys) -> None:
     losses = [m["train/loss"] for line in (runs / "sft" / "metrics.jsonl").read_text().splitlines()
               if "train/loss" in (m := json.loads(line))]  # fmt: skip
     assert losses[-1] < losses[0] - 1.0, losses
+    # KTO trained on the comparisons split into desirable and undesirable completions.
+    kto = [json.loads(line) for line in (runs / "kto" / "metrics.jsonl").read_text().splitlines()]
+    assert kto[-1]["step"] == 4 and any("eval/rewards/desirable" in m for m in kto)
     # The reward model is normalised: the reference summaries score 0 on average.
     from evaluators.tldr import RewardModel
     from trainers.data import load_records

@@ -3,7 +3,8 @@
 A comparison line holds `info{id, post, title, subreddit}`, `summaries` (two `{text, policy,
 note}`), `choice` (the index of the preferred summary), `worker`, `batch`, `split` and
 `extra{confidence}`. Tolerated: no `info.id` (the post's own id is then a hash of its text), an
-`r/` prefix on the subreddit, a null `note`, no `extra` or no confidence (None). A line that is
+`r/` prefix on the subreddit, a null `note`, no `extra` or no confidence (None), and a CNN/DM
+comparison's `info.article` in place of a post (the hub's rows). A line that is
 not such an object is an error naming the file and the line (`MalformedLine`), unless the caller
 asks to skip malformed lines; they are then counted (`Skipped`).
 
@@ -129,6 +130,10 @@ def comparison(row: Any, where: str) -> Comparison:
     confidence = extra.get("confidence") if isinstance(extra, dict) else None
     if confidence is not None and (isinstance(confidence, bool) or not isinstance(confidence, int)):
         raise MalformedLine(f"{where}: extra.confidence is not an integer")
+    if info.get("post") is None and isinstance(info.get("article"), str):
+        # A CNN/DM comparison (the hub's rows): an article, no subreddit or title.
+        info = {**info, "post": info["article"], "title": info.get("title") or "",
+                "subreddit": info.get("subreddit") or ""}  # fmt: skip
     return Comparison(
         post_id=post_id(info),
         subreddit=_text(info.get("subreddit"), where, "info.subreddit"),
