@@ -165,6 +165,15 @@ def add_commands(commands: Any) -> None:
     ev.set_defaults(run=run_eval, parser=ev)
 
 
+def _start_jax() -> None:
+    from trainers.runtime import start_process
+
+    try:
+        start_process(False)
+    except ValueError as error:
+        raise UsageError(str(error)) from None
+
+
 def _existing(paths: list[str], option: str) -> None:
     for path in paths:
         if not Path(path).is_file():
@@ -230,8 +239,6 @@ def run_train(args: argparse.Namespace) -> int:
         except (ValueError, OSError) as error:
             message = (str(error).strip().splitlines() or ["invalid option"])[0]
             raise UsageError(f"{method} stage: {message}") from None
-    from kinrl.cli import _start_jax
-
     _start_jax()
     from trainers.engine import Interrupted
     from trainers.tldr import pipeline, smoke_init
@@ -289,8 +296,6 @@ def run_eval(args: argparse.Namespace) -> int:
         raise UsageError(f"--data {args.data} has no sft/ folder (run kinrl tldr prepare)")
     if args.temperature < 0:
         raise UsageError(f"--temperature must be >= 0 (got {args.temperature})")
-    from kinrl.cli import _start_jax
-
     _start_jax()
     from evaluators.tldr import evaluate
 
