@@ -43,6 +43,22 @@ def _steps(text: str) -> dict[str, int]:
     return out
 
 
+def _setting(text: str) -> tuple[str, str, Any]:
+    """`sft.grad_accum=4` -> ("sft", "grad_accum", 4): a value parses as JSON (numbers,
+    true/false), else stays a string."""
+    target, sep, raw = text.partition("=")
+    stage, dot, name = target.partition(".")
+    if not sep or not dot or stage not in ("sft", "rm", *POLICIES) or not name:
+        raise argparse.ArgumentTypeError(
+            f"must look like sft.grad_accum=4 (stages: sft, rm, dpo, kto; got {text!r})"
+        )
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        value = raw
+    return stage, name.replace("-", "_"), value
+
+
 def add_commands(commands: Any) -> None:
     """Add `tldr` (prepare, train, eval) to the `kinrl` subcommands."""
     tldr = commands.add_parser(
@@ -135,6 +151,10 @@ def add_commands(commands: Any) -> None:
         metavar="LOSS",
         help="the DPO family member (sigmoid, cdpo, robust, hinge, ipo, simpo)",
     )
+    train.add_argument("--set", dest="settings", type=_setting, action="append", default=[],
+                       metavar="STAGE.OPTION=VALUE",
+                       help="any `kinrl train <method>` option of a stage, e.g. "
+                       "sft.grad_accum=4 (repeat for several)")  # fmt: skip
     train.add_argument("--quiet", action="store_true", help="no progress bars")
     train.set_defaults(run=run_train, parser=train)
 
@@ -228,6 +248,8 @@ def run_train(args: argparse.Namespace) -> int:
     from trainers.tldr import RECIPES, folder_of, stage_config  # no JAX
 
     overrides: dict[str, dict[str, Any]] = {m: {"steps": n} for m, n in args.steps.items()}
+    for stage, name, value in args.settings:
+        overrides.setdefault(stage, {})[name] = value
     if args.dpo_loss:
         if "dpo" not in args.policies:
             raise UsageError("--dpo-loss needs dpo in --policies")

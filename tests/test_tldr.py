@@ -351,3 +351,25 @@ def test_hub_rows_map_to_the_same_records(tmp_path: Path, monkeypatch) -> None:
     assert summary["counts"]["sft"]["train"] == 1 and summary["counts"]["sft"]["test"] == 1
     with pytest.raises(ValueError, match=r"^--hub nobody/nothing cannot be loaded: Couldn't"):
         sources.hub_references("nobody/nothing")
+
+
+def test_recipes_and_stage_options(tmp_path: Path, usage_error) -> None:
+    from trainers.tldr import GPU_RECIPE, SMOKE_RECIPE, stage_config
+
+    prepare([BATCH18], [CSV], tmp_path / "p", holdout=0.3)
+    sft = stage_config("sft", GPU_RECIPE, tmp_path / "p" / "sft")
+    assert (sft.learning_rate, sft.batch_size, sft.steps) == (3e-6, 128, 1)  # one epoch
+    rm = stage_config("rm", GPU_RECIPE, tmp_path / "p" / "preference", {"batch_size": 8})
+    train_pairs = len(lines(tmp_path / "p" / "preference" / "train.jsonl"))
+    assert (rm.learning_rate, rm.steps) == (3e-6, round(train_pairs / 8))
+    assert GPU_RECIPE.options["rm"]["batch_size"] == 64
+    dpo = stage_config("dpo", GPU_RECIPE, tmp_path / "p" / "preference")
+    assert (dpo.beta, dpo.batch_size) == (0.05, 64)
+    assert stage_config("sft", SMOKE_RECIPE, tmp_path / "p" / "sft", {"steps": 3}).steps == 3
+    base = ["tldr", "train", "--data", str(tmp_path / "p"), "--out", str(tmp_path / "r"),
+            "--init", "gpt2"]  # fmt: skip
+    assert "sft stage: grad_accum must be" in usage_error([*base, "--set", "sft.grad_accum=0"])
+    assert "has no option 'nope'" in usage_error([*base, "--set", "rm.nope=1"])
+    assert "--set: must look like" in usage_error([*base, "--set", "ppo.beta=1"])
+    assert "dpo stage: loss must be one of" in usage_error([*base, "--dpo-loss", "x"])
+    assert not (tmp_path / "r").exists()  # nothing started

@@ -178,15 +178,23 @@ def _train_count(folder: Path) -> int:
 
 def stage_config(method: str, recipe: Recipe, folder: Path,
                  overrides: dict[str, Any] | None = None) -> TrainConfig:  # fmt: skip
-    """The config of one stage: the recipe's options, `steps` from its epochs when unset,
-    then `overrides`."""
+    """The config of one stage: the recipe's options, then `overrides`, and `steps` from the
+    recipe's epochs when neither sets it. ValueError naming an unknown or invalid option."""
     from trainers.registry import METHODS
 
+    config_class = METHODS[method][0]
     options = {**recipe.options.get(method, {}), **(overrides or {})}
+    unknown = sorted(set(options) - {f.name for f in dataclasses.fields(config_class)})
+    if unknown:
+        raise ValueError(f"{method} has no option {unknown[0]!r} (see kinrl train {method} -h)")
+    try:
+        config = config_class.from_options(**options)
+    except TypeError as error:  # a value of the wrong type
+        raise ValueError(str(error)) from None
     if "steps" not in options and recipe.epochs > 0:
-        batch = options.get("batch_size", 32) * options.get("grad_accum", 1)
-        options["steps"] = max(1, round(recipe.epochs * _train_count(folder) / batch))
-    return METHODS[method][0].from_options(**options)
+        steps = max(1, round(recipe.epochs * _train_count(folder) / config.step_examples()))
+        config = config_class.from_options(**options, steps=steps)
+    return config
 
 
 def pipeline(
