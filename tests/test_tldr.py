@@ -373,3 +373,55 @@ def test_recipes_and_stage_options(tmp_path: Path, usage_error) -> None:
     assert "--set: must look like" in usage_error([*base, "--set", "ppo.beta=1"])
     assert "dpo stage: loss must be one of" in usage_error([*base, "--dpo-loss", "x"])
     assert not (tmp_path / "r").exists()  # nothing started
+
+
+def test_api_judge_prompt_and_verdicts(monkeypatch) -> None:
+    """The API judge against a local OpenAI-compatible server (no network): the prompt holds
+    the post and both summaries, and the reply's `Preferred:` line is the verdict."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from evaluators import tldr_judge
+
+    seen = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            seen.append((self.path, self.headers["Authorization"], body))
+            prompt = body["messages"][0]["content"]
+            a = prompt.split("Summary A:\n")[1].split("\n")[0]
+            b = prompt.split("Summary B:\n")[1].split("\n")[0]
+            verdict = "" if a == b else ("A" if len(a) > len(b) else "B")
+            content = f"Comparison: the longer one.\nPreferred: {verdict}" if verdict else "?"
+            reply = json.dumps({"choices": [{"message": {"content": content}}]}).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(reply)))
+            self.end_headers()
+            self.wfile.write(reply)
+
+        def log_message(self, *args) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        monkeypatch.setenv("OPENAI_API_KEY", "test-key")
+        monkeypatch.setenv("KINRL_JUDGE_BASE_URL", f"http://127.0.0.1:{server.server_port}/v1")
+        query = preprocess.format_query("tifu", "A title", "The post.\nMore of it.")
+        verdicts = tldr_judge.api_judge([query] * 3, ["long summary", "x", "same"],
+                                        ["short", "longer summary", "same"])  # fmt: skip
+    finally:
+        server.shutdown()
+    assert verdicts == [0.0, 1.0, 0.5]
+    path, auth, body = seen[0]
+    assert path == "/v1/chat/completions" and auth == "Bearer test-key"
+    assert body["model"] == "gpt-4o" and body["temperature"] == 0
+    prompt = body["messages"][0]["content"]
+    assert "Post:\nThe post.\nMore of it.\n\nSummary A:\nlong summary\n" in prompt
+    assert "TITLE" not in prompt and prompt.endswith('Preferred: <"A" or "B">')
+    assert tldr_judge.parse_verdict('Comparison: ...\nPreferred: "B"') == 1.0
+    monkeypatch.delenv("OPENAI_API_KEY")
+    with pytest.raises(ValueError, match="OPENAI_API_KEY"):
+        tldr_judge.api_judge([query], ["a"], ["b"])
