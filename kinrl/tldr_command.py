@@ -17,7 +17,7 @@ from kinrl.options import Parser, UsageError, csv, integer
 
 _count = integer(1, None, "a positive integer")
 _seed = integer(0, 2**63 - 1, "an integer in 0..2**63-1")
-POLICIES = ("dpo", "kto")
+POLICIES = ("dpo", "kto", "ppo")
 
 
 def _fraction(text: str) -> float:
@@ -37,7 +37,7 @@ def _steps(text: str) -> dict[str, int]:
         name, _, value = part.partition("=")
         if name not in ("sft", "rm", *POLICIES) or not value.isdigit() or int(value) < 1:
             raise argparse.ArgumentTypeError(
-                f"must look like sft=30,rm=8,dpo=6 (stages: sft, rm, dpo, kto; got {text!r})"
+                f"must look like sft=30,rm=8,dpo=6 (stages: sft, rm, dpo, kto, ppo; got {text!r})"
             )
         out[name] = int(value)
     return out
@@ -50,7 +50,7 @@ def _setting(text: str) -> tuple[str, str, Any]:
     stage, dot, name = target.partition(".")
     if not sep or not dot or stage not in ("sft", "rm", *POLICIES) or not name:
         raise argparse.ArgumentTypeError(
-            f"must look like sft.grad_accum=4 (stages: sft, rm, dpo, kto; got {text!r})"
+            f"must look like sft.grad_accum=4 (stages: sft, rm, dpo, kto, ppo; got {text!r})"
         )
     try:
         value = json.loads(raw)
@@ -136,8 +136,13 @@ def add_commands(commands: Any) -> None:
                        help="the CPU smoke preset (implies --recipe smoke)")  # fmt: skip
     train.add_argument("--recipe", choices=("gpu", "smoke"),
                        help="stage hyperparameters (default: gpu; smoke with --smoke)")  # fmt: skip
-    train.add_argument("--policies", type=csv, default=("dpo",), metavar="M,...",
-                       help="policy methods after the reward model: dpo, kto")  # fmt: skip
+    train.add_argument(
+        "--policies",
+        type=csv,
+        default=("dpo",),
+        metavar="M,...",
+        help="policy methods after the reward model: dpo, kto, ppo",
+    )
     train.add_argument(
         "--steps",
         type=_steps,

@@ -91,9 +91,9 @@ KINSHIP = TaskSpec(
 REGISTRY: dict[str, TaskSpec] = {KINSHIP.name: KINSHIP}
 
 # Text datasets without a gold reward (`kinrl tldr prepare`, `tasks/tldr/`): records of the same
-# shape as the kinship kinds of the same short name, with only the fields the offline trainers
-# (sft, rm, the DPO family, kto) read. The online methods score with a gold reward, so they
-# read kinship folders only.
+# shape as the kinship kinds of the same short name, with only the fields the trainers read.
+# The online methods train on their prompts only with a reward model (`--reward rm:RUN`), and
+# `kinrl eval` (the kinship gold reward) refuses them.
 TLDR_EXAMPLES = DatasetKind("tldr/examples", "examples", ("prompt", "completion"))
 TLDR_PREFERENCE = DatasetKind("tldr/preference", "preference", ("prompt", "chosen", "rejected"))
 TLDR_FEEDBACK = DatasetKind("tldr/feedback", "feedback", ("prompt", "completion", "label"))

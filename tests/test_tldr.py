@@ -130,7 +130,7 @@ def test_prepare_writes_the_three_folders(tmp_path: Path) -> None:
     assert ds["validation"].num_rows == len(sft)
 
 
-def test_trainers_read_the_folders_and_online_methods_refuse_them(tmp_path: Path) -> None:
+def test_trainers_read_the_folders_and_exact_readers_refuse_them(tmp_path: Path) -> None:
     from tasks.registry import EXAMPLES_KIND, FEEDBACK_KIND, PREFERENCE_KIND
     from trainers.data import load_records
 
@@ -370,7 +370,7 @@ def test_recipes_and_stage_options(tmp_path: Path, usage_error) -> None:
             "--init", "gpt2"]  # fmt: skip
     assert "sft stage: grad_accum must be" in usage_error([*base, "--set", "sft.grad_accum=0"])
     assert "has no option 'nope'" in usage_error([*base, "--set", "rm.nope=1"])
-    assert "--set: must look like" in usage_error([*base, "--set", "ppo.beta=1"])
+    assert "--set: must look like" in usage_error([*base, "--set", "grpo.beta=1"])
     assert "dpo stage: loss must be one of" in usage_error([*base, "--dpo-loss", "x"])
     assert not (tmp_path / "r").exists()  # nothing started
 

@@ -1,5 +1,6 @@
 """The CPU smoke preset end to end, as a user runs it: `kinrl tldr prepare` on the shipped
-sample, `kinrl tldr train --smoke` (nano with a BPE trained on the sample: SFT -> RM -> DPO, KTO),
+sample, `kinrl tldr train --smoke` (nano with a BPE trained on the sample: SFT -> RM -> DPO, KTO,
+PPO),
 `kinrl tldr eval` (ROUGE, win rate, lengths). About a minute and a half on two CPU cores."""
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 LOCAL = ROOT / "data" / "tldr"
@@ -31,7 +33,7 @@ def test_smoke_preset_end_to_end(tmp_path: Path, capsys) -> None:
                "--out", str(data), "--query-tokens", "128", "--holdout", "0.25"]  # fmt: skip
     assert main(prepare) == 0
     assert main(["tldr", "train", "--data", str(data), "--out", str(runs), "--smoke",
-                 "--policies", "dpo,kto", "--quiet"]) == 0  # fmt: skip
+                 "--policies", "dpo,kto,ppo", "--quiet"]) == 0  # fmt: skip
     assert main(["tldr", "eval", "--run", f"sft={runs / 'sft'}", "--run", str(runs / "dpo"),
                  "--rm", str(runs / "rm"), "--data", str(data), "--out", str(report),
                  "--limit", "12"]) == 0  # fmt: skip
@@ -49,6 +51,19 @@ def test_smoke_preset_end_to_end(tmp_path: Path, capsys) -> None:
     # KTO trained on the comparisons split into desirable and undesirable completions.
     kto = [json.loads(line) for line in (runs / "kto" / "metrics.jsonl").read_text().splitlines()]
     assert kto[-1]["step"] == 4 and any("eval/rewards/desirable" in m for m in kto)
+    # PPO optimised the normalised reward model's score, penalising completions without EOS;
+    # TL;DR has no gold reward, so none is logged, and only a reward model may score it.
+    ppo = json.loads((runs / "ppo" / "metrics.jsonl").read_text().splitlines()[-1])
+    assert ppo["step"] == 3 and "train/reward/proxy" in ppo and "train/reward/gold" not in ppo
+    assert ppo["train/reward/mean"] == pytest.approx(
+        ppo["train/reward/proxy"] - ppo["train/reward/no_answer"], abs=1e-5
+    )
+    config = json.loads((runs / "ppo" / "config.json").read_text())
+    assert config["ppo"]["reward"] == f"rm:{runs / 'rm'}" and config["ppo"]["temperature"] == 0.7
+    assert main(["train", "ppo", "--data", str(data / "sft"), "--init", str(runs / "sft"),
+                 "--out", str(tmp_path / "gold"), "--steps", "1"]) == 2  # fmt: skip
+    assert "reward must be rm:RUN" in capsys.readouterr().err
+    assert not (tmp_path / "gold").exists()
     # The reward model is normalised: the reference summaries score 0 on average.
     from evaluators.tldr import RewardModel
     from trainers.data import load_records

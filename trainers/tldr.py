@@ -17,8 +17,9 @@ What this module adds:
   is stored as its offset (`RUN/reward_offset.json`), so that `reward - offset` is 0 on
   average over the references; `--reward rm:RUN` and `kinrl tldr eval` subtract it.
 * The recipes: `GPU_RECIPE` holds the reproduction's hyperparameters (learning rate 3e-6, SFT
-  batch 128, RM batch 64, one epoch each; DPO with beta 0.05), `SMOKE_RECIPE` a few steps of
-  tiny batches for the tests.
+  batch 128, RM batch 64, one epoch each; PPO with 512 episodes per update, temperature 0.7,
+  KL coefficient 0.05; DPO with beta 0.05), `SMOKE_RECIPE` a few steps of tiny batches for
+  the tests.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from __future__ import annotations
 import dataclasses
 import json
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +36,8 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from trainers.config import PRESETS, TrainConfig
 from trainers.tokenizer import EOS, PAD, FastTokenizer
 
-FOLDER_OF = {"sft": "sft", "rm": "preference", "kto": "feedback"}  # else "preference"
+FOLDER_OF = {"sft": "sft", "rm": "preference", "kto": "feedback", "ppo": "sft"}  # else pairs
+ONLINE = ("ppo",)  # policies that sample and are scored by the stage's reward model
 
 
 def folder_of(method: str) -> str:
@@ -52,7 +54,6 @@ class Recipe:
     epochs: float = 1.0
     policies: tuple[str, ...] = ("dpo",)
     name: str = ""
-    notes: dict[str, str] = field(default_factory=dict)
 
 
 # The reproduction's hyperparameters (Huang et al., 2024, their 1B runs; GPT-2 small here).
@@ -67,9 +68,13 @@ GPU_RECIPE = Recipe(
                 "min_lr_ratio": 0.0, "bf16": True, "eval_interval": 200},
         "kto": {"learning_rate": 3e-6, "batch_size": 64, "beta": 0.05, "warmup_steps": 0,
                 "min_lr_ratio": 0.0, "bf16": True, "eval_interval": 200},
+        # 512 episodes per update, about 1M in all; temperature 0.7; KL coefficient 0.05; a
+        # completion without EOS penalised by 1; summaries of at most 53 tokens.
+        "ppo": {"learning_rate": 3e-6, "prompts_per_step": 512, "group_size": 1,
+                "steps": 1953, "temperature": 0.7, "beta": 0.05, "max_new_tokens": 53,
+                "missing_answer_penalty": 1.0, "warmup_steps": 0, "min_lr_ratio": 0.0,
+                "bf16": True, "eval_interval": 0, "save_interval": 100},
     },
-    notes={"ppo": "PPO (512 episodes per update, temperature 0.7, KL 0.05) is not wired to "
-                  "TL;DR here: the online trainers score with the kinship gold reward."},
 )  # fmt: skip
 
 # The CPU smoke preset: nano (trainers/config.py PRESETS) and a few small steps per stage.
@@ -85,6 +90,10 @@ SMOKE_RECIPE = Recipe(
                 "eval_interval": 0, "log_interval": 3, "pack_pairs": False},
         "kto": {"steps": 4, "batch_size": 8, "learning_rate": 1e-4, "warmup_steps": 1,
                 "eval_interval": 0, "log_interval": 3},
+        "ppo": {"steps": 3, "prompts_per_step": 4, "group_size": 2, "minibatches": 1,
+                "ppo_epochs": 1, "max_new_tokens": 24, "temperature": 0.7, "beta": 0.05,
+                "learning_rate": 1e-5, "warmup_steps": 0, "eval_interval": 0,
+                "log_interval": 1},
     },
     epochs=0.0,
 )  # fmt: skip
@@ -209,8 +218,9 @@ def pipeline(
     on_stage: Callable[[str, dict[str, Any]], None] | None = None,
 ) -> dict[str, dict[str, Any]]:
     """SFT from `init`, the reward model from the SFT run (normalised), then each of
-    `policies` (DPO family, kto) from the SFT run, each into `runs/<method>`; returns the
-    last metrics of every stage. A stage whose run finished already is resumed (no work)."""
+    `policies` (DPO family, kto; ppo, optimising the normalised reward model's score) from
+    the SFT run, each into `runs/<method>`; returns the last metrics of every stage. A stage
+    whose run finished already is resumed (no work)."""
     from trainers.engine import train
 
     data, runs = Path(data), Path(runs)
@@ -220,7 +230,8 @@ def pipeline(
     stages += [(name, str(runs / "sft")) for name in (policies or recipe.policies)]
     for method, start in stages:
         folder = data / folder_of(method)
-        config = stage_config(method, recipe, folder, overrides.get(method))
+        extra = {"reward": f"rm:{runs / 'rm'}"} if method in ONLINE else {}
+        config = stage_config(method, recipe, folder, {**extra, **overrides.get(method, {})})
         results[method] = train(method, config, folder, runs / method, init=start,
                                 progress=progress)  # fmt: skip
         if method == "rm":
