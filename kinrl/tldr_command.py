@@ -116,10 +116,11 @@ def add_commands(commands: Any) -> None:
     prep.set_defaults(run=run_prepare, parser=prep)
 
     train = actions.add_parser(
-        "train", help="SFT -> reward model -> DPO/KTO on prepared folders",
+        "train", help="SFT -> reward model -> DPO/KTO/PPO on prepared folders",
         description="Train on a prepared folder, each stage a `kinrl train` run in OUT/<method>: "
         "SFT from --init, the reward model from the SFT run (normalised so the reference "
-        "summaries score 0 on average), then the policies from the SFT run. --recipe gpu is "
+        "summaries score 0 on average), then the policies from the SFT run (PPO optimises the "
+        "reward model's score). --recipe gpu is "
         "the reproduction's hyperparameters (GPT-2 small: --init gpt2 or a local folder); "
         "--smoke builds the CPU smoke preset (nano with a BPE tokenizer trained on --data) "
         "in OUT/init. Rerunning the same command resumes.",
