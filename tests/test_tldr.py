@@ -145,11 +145,21 @@ def test_trainers_read_the_folders_and_exact_readers_refuse_them(tmp_path: Path)
 
 
 def test_holdout_keeps_each_post_on_one_side(tmp_path: Path) -> None:
-    prepare([BATCH18], [], tmp_path / "p", holdout=0.3)
+    # A reference CSV naming the comparisons' posts by their queries only (no ids).
+    refs = tmp_path / "refs.csv"
+    with refs.open("w", encoding="utf-8", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["query", "reference_responses"])
+        for row in lines(BATCH18):
+            info = row["info"]
+            query = preprocess.format_query(info["subreddit"], info["title"], info["post"])
+            writer.writerow([query, " another reference"])
+    prepare([BATCH18], [refs], tmp_path / "p", holdout=0.3)
     sides: dict[str, set[str]] = {}
-    for split in ("train", "validation"):
-        for r in lines(tmp_path / "p" / "preference" / f"{split}.jsonl"):
-            sides.setdefault(r["post_id"], set()).add(split)
+    for folder in ("preference", "sft"):
+        for split in ("train", "validation"):
+            for r in lines(tmp_path / "p" / folder / f"{split}.jsonl"):
+                sides.setdefault(r["prompt"], set()).add(split)
     assert all(len(s) == 1 for s in sides.values())
     assert {s for v in sides.values() for s in v} == {"train", "validation"}
 

@@ -21,8 +21,9 @@ unchanged:
 Output splits: a comparison's source split `train` goes to `train`, `valid1`/`valid2` to
 `validation`, and the CNN/DM batches (`sources.CNNDM_BATCHES`) to `validation_cnndm`, apart
 from TL;DR. References of a CSV go to `validation` (OpenAI's samples are of the validation
-posts). With `holdout`, every TL;DR post (by its id) goes instead to `validation` with that
-probability, else to `train`, so a post's pairs and references never straddle the two.
+posts). With `holdout`, every TL;DR post (by its fitted query) goes instead to `validation`
+with that probability, else to `train`, so a post's pairs and references never straddle the
+two, whichever file they come from.
 
 Filtered, and counted in the cards: pairs with an empty summary, pairs whose two summaries are
 the same text, repeated comparison lines, empty and repeated references. Response caps (53
@@ -78,17 +79,19 @@ class Prepared:
         return {split: len(rows) for split, rows in self.records[folder].items()}
 
 
-def holdout_split(post: str, fraction: float) -> str:
-    """`validation` for a `fraction` of the posts (by a hash of the id), else `train`."""
-    digest = hashlib.sha256(f"kinrl/tldr/{post}".encode()).digest()
+def holdout_split(query: str, fraction: float) -> str:
+    """`validation` for a `fraction` of the posts, else `train`: by a hash of the post's query
+    (as fitted to the budget), the same for its comparisons and its references whatever their
+    sources call the post."""
+    digest = hashlib.sha256(f"kinrl/tldr/{query}".encode()).digest()
     return "validation" if int.from_bytes(digest[:8], "big") / 2**64 < fraction else "train"
 
 
-def output_split(comparison: Comparison, holdout: float | None) -> str:
+def output_split(comparison: Comparison, holdout: float | None, query: str) -> str:
     if comparison.batch in CNNDM_BATCHES:
         return "validation_cnndm"
     if holdout is not None:
-        return holdout_split(comparison.post_id, holdout)
+        return holdout_split(query, holdout)
     return SOURCE_SPLITS.get(comparison.split, comparison.split)
 
 
@@ -134,7 +137,7 @@ def add_comparisons(
         seen.add(key)
         query = _query(c, budget, queries)
         prepared.cut["queries"] += query.cut
-        split = output_split(c, holdout)
+        split = output_split(c, holdout, query.text)
         chosen, rejected = c.summaries[c.choice], c.summaries[1 - c.choice]
         side = (
             "chosen" if chosen.policy == REFERENCE_POLICY
@@ -198,7 +201,7 @@ def add_references(
         post = hashlib.sha256(query.text.encode()).hexdigest()[:16]
         if fields is not None:  # the id a comparison of the post without an info.id gets
             post = post_id({"title": fields["title"], "post": fields["post"]})
-        where = split if holdout is None else holdout_split(post, holdout)
+        where = split if holdout is None else holdout_split(query.text, holdout)
         _add_reference(prepared, where, query.text, ref.reference, sft_cap, ref.source, post, seen)
 
 
