@@ -375,6 +375,10 @@ def test_recipes_and_stage_options(tmp_path: Path, usage_error) -> None:
     assert GPU_RECIPE.options["rm"]["batch_size"] == 64
     dpo = stage_config("dpo", GPU_RECIPE, tmp_path / "p" / "preference")
     assert (dpo.beta, dpo.batch_size) == (0.05, 64)
+    ppo = stage_config("ppo", GPU_RECIPE, tmp_path / "p" / "sft", {"reward": "rm:runs/rm"})
+    assert ppo.prompts_per_step * ppo.group_size == 512  # episodes per update
+    assert (ppo.temperature, ppo.beta, ppo.learning_rate) == (0.7, 0.05, 3e-6)
+    assert ppo.max_new_tokens == 53
     assert stage_config("sft", SMOKE_RECIPE, tmp_path / "p" / "sft", {"steps": 3}).steps == 3
     base = ["tldr", "train", "--data", str(tmp_path / "p"), "--out", str(tmp_path / "r"),
             "--init", "gpt2"]  # fmt: skip

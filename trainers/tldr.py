@@ -1,6 +1,6 @@
 """TL;DR training: the project's trainers on `kinrl tldr prepare` folders, in the reproduction's
 order (Huang et al., 2024): SFT on the references, a reward model from the SFT model, then
-DPO-family / KTO policies from the SFT model.
+DPO-family / KTO policies and PPO (on the reward model's score) from the SFT model.
 
     pipeline("data/tldr", "runs/tldr", init="gpt2", recipe=GPU_RECIPE)      # a GPU run
     pipeline("data/tldr-smoke", "runs/smoke", init=smoke_init(...), recipe=SMOKE_RECIPE)
