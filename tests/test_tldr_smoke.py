@@ -76,18 +76,20 @@ def test_smoke_preset_end_to_end(tmp_path: Path, capsys) -> None:
     assert abs(float(np.mean(scores))) < 1e-3
     # The report: ROUGE, win rate and lengths of both runs, every number in results.json.
     results = json.loads((report / "results.json").read_text())
-    assert set(results["runs"]) == {"sft", "dpo"} and results["prompts"] == 12
+    prompts = min(12, len(load_records(data / "sft", "validation")))
+    assert prompts >= 5 and set(results["runs"]) == {"sft", "dpo"}
+    assert results["prompts"] == prompts
     for run in results["runs"].values():
         assert 0.0 <= run["rouge"]["rougeL"]["mean"] <= 1.0
         assert 0.0 <= run["win_rate"]["mean"] <= 1.0
-        assert run["lengths"]["n"] == 12
+        assert run["lengths"]["n"] == prompts
     assert results["references"]["lengths"]["words_mean"] > 10
     assert results["reward_model_agreement"]["n"] > 0
     markdown = (report / "report.md").read_text()
     for text in ("ROUGE-L", "win rate vs reference", "Lengths", "Agreement with the human"):
         assert text in markdown
     log = [json.loads(line) for line in (report / "judgements.jsonl").read_text().splitlines()]
-    assert len(log) == 24 and {e["a"] for e in log} == {"policy", "reference"}
+    assert len(log) == 2 * prompts and {e["a"] for e in log} == {"policy", "reference"}
 
     # Any judge callable plugs in (here by module:function), its verdicts undone from A/B.
     from evaluators.tldr import evaluate
