@@ -248,7 +248,7 @@ def evaluate_run(
     `limit` records if given), also written as JSON to `json_path` when given."""
     check_report_path(json_path)
     model, _, tokenizer = load_policy(run_dir)
-    records = load_records(data_dir, split)[:limit]
+    records = load_records(data_dir, split, exact=True)[:limit]
     report = {
         "run": str(run_dir),
         "data": str(data_dir),

@@ -28,6 +28,7 @@ from kinrl.options import (
     key_values,
 )
 from kinrl.serve.command import add_commands as _add_serve
+from kinrl.tldr_command import add_commands as _add_tldr
 from tasks.kinship.config import MAX_LEVEL, KinshipConfig
 from tasks.kinship.pairs import FEEDBACK_OPTIONS
 from tasks.registry import KINDS
@@ -238,7 +239,7 @@ def _run_eval(args: argparse.Namespace) -> int:
 
     try:
         model, _, tokenizer = load_policy(args.run_dir, step=args.step)
-        records = load_records(args.data, args.split)[: args.limit]
+        records = load_records(args.data, args.split, exact=True)[: args.limit]
     except ValueError as error:
         raise UsageError(str(error).splitlines()[0]) from None
     report = evaluate(model, tokenizer, records, batch_size=args.batch_size,
@@ -304,6 +305,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_eval(commands)
     _add_compare(commands)  # kinrl/compare/command.py
     _add_serve(commands)  # serve, labels export: kinrl/serve/command.py
+    _add_tldr(commands)  # tldr prepare|train|eval: kinrl/tldr_command.py
     return parser
 
 

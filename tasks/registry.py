@@ -90,12 +90,34 @@ KINSHIP = TaskSpec(
 
 REGISTRY: dict[str, TaskSpec] = {KINSHIP.name: KINSHIP}
 
+# Text datasets without a gold reward (`kinrl tldr prepare`, `tasks/tldr/`): records of the same
+# shape as the kinship kinds of the same short name, with only the fields the trainers read.
+# The online methods train on their prompts only with a reward model (`--reward rm:RUN`), and
+# `kinrl eval` (the kinship gold reward) refuses them.
+TLDR_EXAMPLES = DatasetKind("tldr/examples", "examples", ("prompt", "completion"))
+TLDR_PREFERENCE = DatasetKind("tldr/preference", "preference", ("prompt", "chosen", "rejected"))
+TLDR_FEEDBACK = DatasetKind("tldr/feedback", "feedback", ("prompt", "completion", "label"))
+TEXT_KINDS = (TLDR_EXAMPLES, TLDR_PREFERENCE, TLDR_FEEDBACK)
+
 KINDS = tuple(kind.short for kind in KINSHIP.kinds)  # the kinship kinds, as `--kind` names them
 
 # The fields every record of a dataset kind has, by the kind's full name.
 RECORD_FIELDS: dict[str, tuple[str, ...]] = {
     kind.name: kind.fields for spec in REGISTRY.values() for kind in spec.kinds
 }
+RECORD_FIELDS.update({kind.name: kind.fields for kind in TEXT_KINDS})
+
+# The dataset kinds a trainer of a kind reads: its own, and the text kinds of the same shape.
+READS: dict[str, tuple[str, ...]] = {
+    kind.name: (kind.name, *(text.name for text in TEXT_KINDS if text.short == kind.short))
+    for spec in REGISTRY.values()
+    for kind in spec.kinds
+}
+
+
+def reads(kind: str) -> tuple[str, ...]:
+    """The folder kinds a trainer of data kind `kind` accepts (`kind` itself at least)."""
+    return READS.get(kind, (kind,))
 
 
 def dataset_kinds() -> tuple[str, ...]:

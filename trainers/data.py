@@ -24,15 +24,19 @@ import numpy as np
 
 # The dataset kinds and their record fields are the registry's ("X as X" re-exports the two
 # kinds this module does not use itself, for the trainers that import them from here).
-from tasks.registry import EXAMPLES_KIND, RECORD_FIELDS
+from tasks.registry import EXAMPLES_KIND, RECORD_FIELDS, reads
 from tasks.registry import FEEDBACK_KIND as FEEDBACK_KIND
 from tasks.registry import PREFERENCE_KIND as PREFERENCE_KIND
 
 BUCKET = 32
 
 
-def read_data_config(data_dir: str | Path, kind: str = EXAMPLES_KIND) -> dict[str, Any]:
-    """The `config.json` of a dataset folder, checked to be of `kind`; ValueError otherwise."""
+def read_data_config(
+    data_dir: str | Path, kind: str = EXAMPLES_KIND, *, exact: bool = False
+) -> dict[str, Any]:
+    """The `config.json` of a dataset folder, checked to be of `kind` or of a text kind of the
+    same shape (`tasks.registry.reads`: TL;DR examples for SFT); of `kind` itself when
+    `exact`. ValueError otherwise."""
     path = Path(data_dir) / "config.json"
     if not Path(data_dir).is_dir():
         raise ValueError(f"data folder {data_dir} does not exist")
@@ -40,9 +44,11 @@ def read_data_config(data_dir: str | Path, kind: str = EXAMPLES_KIND) -> dict[st
         config = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError):
         raise ValueError(f"{data_dir} is not a dataset folder (no readable config.json)") from None
-    if not isinstance(config, dict) or config.get("kind") != kind:
+    accepted = (kind,) if exact else reads(kind)
+    if not isinstance(config, dict) or config.get("kind") not in accepted:
         found = config.get("kind") if isinstance(config, dict) else None
-        raise ValueError(f"{data_dir} holds {found!r} data, expected {kind!r}")
+        expected = " or ".join(repr(k) for k in accepted)
+        raise ValueError(f"{data_dir} holds {found!r} data, expected {expected}")
     return config
 
 
@@ -64,12 +70,18 @@ def has_split(data_dir: str | Path, split: str) -> bool:
 
 
 def load_records(
-    data_dir: str | Path, split: str, kind: str = EXAMPLES_KIND, limit: int | None = None
+    data_dir: str | Path,
+    split: str,
+    kind: str = EXAMPLES_KIND,
+    limit: int | None = None,
+    *,
+    exact: bool = False,
 ) -> list[dict[str, Any]]:
     """All records of one split of a dataset folder of `kind` (the first `limit` only, read
-    no further, when given). ValueError for another kind, a file that does not parse, or a
-    record without one of `RECORD_FIELDS[kind]`, naming the file and the line."""
-    read_data_config(data_dir, kind)
+    no further, when given). ValueError for another kind (a text kind of the same shape is
+    read too unless `exact`), a file that does not parse, or a record without one of the
+    folder kind's `RECORD_FIELDS`, naming the file and the line."""
+    kind = read_data_config(data_dir, kind, exact=exact)["kind"]  # the folder's own kind
     path = split_path(data_dir, split)
     fields = RECORD_FIELDS.get(kind, ())
     if path.suffix == ".parquet":

@@ -27,9 +27,12 @@ alike; the KL is between the two tempered distributions.
 
 The reward optimised is the gold score (`--reward gold`) or the reward model's score minus its
 stored offset (`--reward rm:RUN`, so that a reference answer scores about 0), minus
-`missing_answer_penalty` for a completion with no parsable `Answer:` line. With a reward model,
-the gold reward is still computed and logged, never optimised: the two side by side show
-over-optimisation as it happens.
+`missing_answer_penalty` for a completion with no parsable `Answer:` line. A text task without
+a gold reward (TL;DR, `kinrl tldr prepare`'s sft folder) needs `--reward rm:RUN`; there the
+penalty is for a completion that did not end with the EOS (the reproduction's), no gold reward
+is logged, and there is no held-out greedy evaluation (`kinrl tldr eval` measures the run).
+With a reward model on a task that has one, the gold reward is still computed and logged,
+never optimised: the two side by side show over-optimisation as it happens.
 
 Logged every step (`train/` + these names): `reward/gold`, `reward/proxy`, `reward/mean`,
 `reward/std`, `reward/zero_std_groups`, `reward/accuracy` (gold score 1), `reward/no_answer`;
@@ -59,7 +62,7 @@ from tasks.kinship.scoring import parse_answer, score
 from tasks.registry import EXAMPLES_KIND
 from trainers.checkpoint import is_run_folder, load_run, read_run_config
 from trainers.config import OnlineConfig
-from trainers.data import bucket_length, epoch_order, has_split, load_records
+from trainers.data import bucket_length, epoch_order, has_split, load_records, read_data_config
 from trainers.engine import Metrics, Prepared, Setup
 from trainers.estimators import exact_kl, kl_estimates
 from trainers.model import GPT, GraphdefJit
@@ -312,11 +315,19 @@ class Sampled(NamedTuple):
 
 
 def gold_scores(records: Sequence[dict[str, Any]], indices: np.ndarray, tokens: np.ndarray,
-                lengths: np.ndarray, group: int,
-                tokenizer: Any) -> tuple[np.ndarray, np.ndarray, list[str]]:  # fmt: skip
+                lengths: np.ndarray, group: int, tokenizer: Any,
+                has_gold: bool = True) -> tuple[np.ndarray, np.ndarray, list[str]]:  # fmt: skip
     """Gold scores (P * G,) of the sampled completions of prompts `records[indices]`, whether
-    each has a parsable answer, and their texts (decoded without the EOS)."""
+    each has a parsable answer, and their texts (decoded without the EOS). A text task
+    (`has_gold` False: TL;DR) has no gold reward (NaN), and a completion counts as answered
+    when it ended with the EOS (the reproduction's penalty of completions without one)."""
     eos = tokenizer.eos_token_id
+    if not has_gold:
+        ended = np.array([n > 0 and seq[n - 1] == eos for seq, n in zip(tokens, lengths,
+                          strict=True)], bool)  # fmt: skip
+        texts = [decode(tokenizer, seq[: n - 1] if n and seq[n - 1] == eos else seq[:n])
+                 for seq, n in zip(tokens, lengths, strict=True)]  # fmt: skip
+        return np.full(len(tokens), np.nan, np.float32), ended, texts
     gold = np.zeros(len(tokens), np.float32)
     answered = np.zeros(len(tokens), bool)
     texts = []
@@ -346,6 +357,7 @@ def sample_and_score(
     temperature: float,
     tokenizer: Any,
     sharding: Rollout | None = None,
+    has_gold: bool = True,
 ) -> Sampled:
     """Sample `group` completions of each prompt of `prompts` (rows of `records`) with the
     policy (`graphdef`, `params`), decode and gold-score them, and score them in one
@@ -353,7 +365,8 @@ def sample_and_score(
     and the reward model (its graphdef and state, or None): the one mechanism behind the
     trainers' rollouts (`Rollouts`) and the evaluators' sampling
     (`evaluators.policy_eval`). `sharding`: where the scoring pass reads the rollout (the
-    run's `rollout_sharding`; None leaves it to jit)."""
+    run's `rollout_sharding`; None leaves it to jit). `has_gold`: False for a text task
+    (`gold_scores`)."""
     G, N = group, max_new_tokens
     start = time.perf_counter()
     state, ids, mask = shard_rows(params, prompts.ids, prompts.mask)
@@ -367,7 +380,8 @@ def sample_and_score(
     width = bucket_length(int(lengths.max()), N, COMPLETION_BUCKET)
     tokens, sampler_logps = tokens[:, :width], np.asarray(out.logprobs)[:, :width]
     completion_mask = (np.arange(width)[None, :] < lengths[:, None]).astype(np.float32)
-    gold, answered, texts = gold_scores(records, prompts.indices, tokens, lengths, G, tokenizer)
+    gold, answered, texts = gold_scores(records, prompts.indices, tokens, lengths, G, tokenizer,
+                                        has_gold)  # fmt: skip
     batch = Rollout(
         prompts.ids, prompts.mask, tokens, completion_mask,
         np.zeros_like(completion_mask), np.zeros_like(completion_mask),
@@ -391,9 +405,10 @@ class Rollouts:
     """The engine's `Prepared.rollout` hook: sample, decode, score (see the module docstring)."""
 
     def __init__(self, setup: Setup, records: list[dict[str, Any]],
-                 reward_model: tuple[GPT, float] | None) -> None:  # fmt: skip
+                 reward_model: tuple[GPT, float] | None, *, gold: bool = True) -> None:  # fmt: skip
         config: OnlineConfig = setup.config
         self.config, self.records, self.tokenizer = config, records, setup.tokenizer
+        self.has_gold = gold  # False for a text task (TL;DR): no gold reward to compute
         _, reference = nnx.split(setup.model)
         # The reference is the initial policy: a copy of its weights on the run's mesh, laid
         # out as the policy's are, read by every step; the reward model's likewise.
@@ -419,6 +434,7 @@ class Rollouts:
             graphdef, params, self.reference, self.reward_model, prompts, self.records,
             self.sample_key(step), group=config.group_size, max_new_tokens=config.max_new_tokens,
             temperature=config.temperature, tokenizer=self.tokenizer, sharding=self.sharding,
+            has_gold=self.has_gold,
         )  # fmt: skip
         batch, scores, answered = sampled.rollout, sampled.scores, sampled.answered
         shapes = (batch.completions.shape, prompts.ids.shape)
@@ -443,8 +459,6 @@ class Rollouts:
         G = config.group_size
         groups = batch.rewards.reshape(-1, G)
         m: dict[str, Any] = {
-            "reward/gold": batch.gold.mean(),
-            "reward/accuracy": (batch.gold == 1.0).mean(),
             "reward/mean": batch.rewards.mean(),
             "reward/std": batch.rewards.std(),
             "reward/no_answer": (~answered).mean(),
@@ -454,6 +468,9 @@ class Rollouts:
             "rollout/completions": float(len(mask)),
             "rollout/logprob_gap": np.abs((sampler_logps - scores.sampling_logps) * mask).max(),
         }
+        if self.has_gold:
+            m["reward/gold"] = batch.gold.mean()
+            m["reward/accuracy"] = (batch.gold == 1.0).mean()
         if G > 1:
             m["reward/zero_std_groups"] = (groups.std(axis=1) == 0).mean()
         if self.reward_model is not None:
@@ -500,6 +517,12 @@ def prepare_online(setup: Setup, **hooks: Any) -> Prepared:
     if room < 1:
         raise ValueError(f"max_new_tokens must be below the model's context of {n_positions} "
                          f"positions (got {config.max_new_tokens})")  # fmt: skip
+    # A text task's prompts (TL;DR: `kinrl tldr prepare`'s sft folder) have no gold reward:
+    # only a reward model can score their completions.
+    gold = read_data_config(setup.data_dir, EXAMPLES_KIND)["kind"] == EXAMPLES_KIND
+    if not gold and config.reward_model is None:
+        raise ValueError(f"reward must be rm:RUN on {setup.data_dir}: its records have no gold "
+                         "reward")  # fmt: skip
     records = load_records(setup.data_dir, "train", EXAMPLES_KIND)
     encoded = tokenizer([r["prompt"] for r in records], add_special_tokens=False)["input_ids"]
     kept = [i for i, ids in enumerate(encoded) if 0 < len(ids) <= room]
@@ -518,11 +541,11 @@ def prepare_online(setup: Setup, **hooks: Any) -> Prepared:
                              f"{reward_model[0].cfg.n_positions} positions is shorter than a "
                              f"prompt and max_new_tokens ({longest})")  # fmt: skip
     evaluate = None
-    if has_split(setup.data_dir, "validation"):
+    if gold and has_split(setup.data_dir, "validation"):  # greedy accuracy by the gold reward
         held_out = load_records(setup.data_dir, "validation", EXAMPLES_KIND)
         if held_out:
             evaluate = greedy_evaluation(setup, held_out[: config.eval_examples])
-    rollouts = Rollouts(setup, records, reward_model)
+    rollouts = Rollouts(setup, records, reward_model, gold=gold)
 
     def batches(position: int) -> PromptIterator:
         return PromptIterator(prompts, config.prompts_per_step, config.seed,

@@ -61,13 +61,14 @@ def label_pairs(config: OnlineDPOConfig, batch: Rollout,
         lengths = np.asarray(batch.completion_mask).sum(axis=1).reshape(-1, 2)
         first, _ = prefer(utility[:, 0], utility[:, 1], lengths[:, 0], lengths[:, 1],
                           config=annotator, rng=rng)  # fmt: skip
-    gold = np.asarray(batch.gold).reshape(-1, 2)
-    differ = gold[:, 0] != gold[:, 1]
-    agrees = (first == (gold[:, 0] > gold[:, 1]))[differ]
     trained = np.ones(len(first), bool) if config.train_ties else utility[:, 0] != utility[:, 1]
-    metrics = {"label/agrees_with_gold": np.float32(agrees.mean() if agrees.size else np.nan),
-               "label/gold_ties": np.float32(1.0 - differ.mean()),
-               "label/trained": np.float32(trained.mean())}  # fmt: skip
+    metrics = {"label/trained": np.float32(trained.mean())}
+    gold = np.asarray(batch.gold).reshape(-1, 2)
+    if not np.isnan(gold).all():  # a text task (TL;DR) has no gold reward to compare with
+        differ = gold[:, 0] != gold[:, 1]
+        agrees = (first == (gold[:, 0] > gold[:, 1]))[differ]
+        metrics["label/agrees_with_gold"] = np.float32(agrees.mean() if agrees.size else np.nan)
+        metrics["label/gold_ties"] = np.float32(1.0 - differ.mean())
     return first, trained, metrics
 
 

@@ -187,7 +187,7 @@ def mean_reference_reward(model: GPT, tokenizer: Any, records: list[dict[str, An
     """(mean reward, count) over each pair's gold-better completion (`rejected` when the label
     was flipped, else `chosen`)."""
     examples = [
-        {"prompt": r["prompt"], "completion": r["rejected"] if r["flipped"] else r["chosen"]}
+        {"prompt": r["prompt"], "completion": r["rejected"] if r.get("flipped") else r["chosen"]}
         for r in records
     ]
     data = tokenize_examples(examples, tokenizer, model.cfg.n_positions)
