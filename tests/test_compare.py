@@ -34,8 +34,8 @@ def test_compare_killed_midway_resumes_and_reports_every_number(tmp_path) -> Non
     argv = [sys.executable, "-m", "kinrl.cli", "compare", "--preset", "tiny", "--out", str(out),
             "--work", str(work), "--quiet"]  # fmt: skip
     env = {**os.environ, "KINRL_COMPILATION_CACHE": "off"}
-    child = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
-                             stderr=subprocess.DEVNULL)  # fmt: skip
+    log = (tmp_path / "stderr.txt").open("w")
+    child = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=log)
     try:
         deadline = time.monotonic() + 240
         while not _stage_done(work, "sft") and time.monotonic() < deadline:
@@ -45,13 +45,16 @@ def test_compare_killed_midway_resumes_and_reports_every_number(tmp_path) -> Non
     finally:
         child.send_signal(signal.SIGKILL)
         child.wait()
+        log.close()
+    lines = (tmp_path / "stderr.txt").read_text()
+    assert "kinrl compare [1/" in lines and "data: done" in lines and "ETA" in lines
     assert not (out / "report.md").exists()
     sft_record = next((work / "stages").glob("sft-*")) / STAGE_FILE
     written = sft_record.stat().st_mtime_ns
 
     from kinrl.compare.pipeline import compare
 
-    results = compare(PRESETS["tiny"], out, work, progress=False)
+    results = compare(PRESETS["tiny"], out, work, progress=False, lines=False)
     assert {"data", "sft"} <= set(results["cached_stages"])
     assert sft_record.stat().st_mtime_ns == written  # not redone
     markdown = (out / "report.md").read_text(encoding="utf-8")
@@ -67,7 +70,7 @@ def test_compare_killed_midway_resumes_and_reports_every_number(tmp_path) -> Non
     assert on_disk["kl_drift"]["grpo"][-1]["step"] == PRESETS["tiny"].steps
     assert "## Leaderboard" in markdown and "## Reward over-optimisation" in markdown
 
-    again = compare(PRESETS["tiny"], out, work, progress=False)
+    again = compare(PRESETS["tiny"], out, work, progress=False, lines=False)
     assert set(again["cached_stages"]) == set(again["stages"])
     assert again["leaderboard"] == results["leaderboard"]
 

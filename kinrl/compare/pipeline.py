@@ -110,10 +110,10 @@ class Comparison:
     """One `kinrl compare`: the preset, its folders and its stages."""
 
     def __init__(self, preset: Preset, out: str | Path, work: str | Path, *,
-                 progress: bool = True) -> None:  # fmt: skip
+                 progress: bool = True, lines: bool = True) -> None:  # fmt: skip
         self.preset, self.out, self.work = preset, Path(out), Path(work)
         self.progress = progress
-        self.stages = Stages(self.work, plan(preset), progress=progress)
+        self.stages = Stages(self.work, plan(preset), progress=lines)
         self.eval_tokens = 2 * preset.max_new_tokens  # room to answer (and to ramble)
 
     # ------------------------------------------------------------------ the stages
@@ -375,6 +375,7 @@ def machine() -> dict[str, Any]:
 
 
 def compare(preset: Preset, out: str | Path, work: str | Path, *,
-            progress: bool = True) -> dict[str, Any]:  # fmt: skip
-    """Run (or continue) `preset`'s comparison, its stages under `work`, its report in `out`."""
-    return Comparison(preset, out, work, progress=progress).run()
+            progress: bool = True, lines: bool = True) -> dict[str, Any]:  # fmt: skip
+    """Run (or continue) `preset`'s comparison, its stages under `work`, its report in `out`.
+    `progress`: the generators' and trainers' bars; `lines`: a line per stage on stderr."""
+    return Comparison(preset, out, work, progress=progress, lines=lines).run()

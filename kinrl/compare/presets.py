@@ -140,7 +140,7 @@ PRESETS: dict[str, Preset] = {
         name="quickstart",
         description="level 2, a 400-step nano SFT run, then DPO, KTO, GRPO on the reward "
         "model and GRPO on the gold reward from it, each under a 100-step budget of 16 "
-        "prompts a step and tuned over a small grid; about 15 minutes on 2 CPU cores",
+        "prompts a step and tuned over a small grid; about 11 minutes on 2 CPU cores",
         methods=("dpo", "kto", "grpo", "grpo-gold"),
         grids={
             "dpo": _OFFLINE_GRID,

@@ -301,9 +301,10 @@ def markdown(results: dict[str, Any]) -> str:
             rows,
         )
     )
-    reward = "the reward model" if p["online_reward"] == "rm" else "the gold reward"
-    out.append(f"Every method starts from the SFT run ({fmt(p['sft']['steps'])} steps); the "
-               f"online methods' reward is {reward}.")  # fmt: skip
+    out.append(f"Every method starts from the SFT run ({fmt(p['sft']['steps'])} steps) and "
+               "sees the same prompts a step for the same steps; an online step also samples "
+               "(its wall time is in the grids below). 'Learns from' is what each trains on: "
+               "the reward model was trained on the DPO family's preference pairs.")  # fmt: skip
     out.append(heading("Tuning grids"))
     out.append("Each grid point trained under the budget; chosen by greedy accuracy on "
                f"{fmt(p['validation_items'])} validation items (the SFT run: "
@@ -446,16 +447,20 @@ def _overoptimisation_md(results: dict[str, Any]) -> list[str]:
     rows = [[c["n"], fmt(c["kl"]), fmt(c["d"]), fmt(c["proxy"]), fmt(c["gold"])]
             for c in bon["curve"]]  # fmt: skip
     out.append(table(["n", "KL bound", "d = sqrt(KL)", "proxy (gold units)", "gold"], rows))
-    fits = [("best-of-n", "gold", bon["fit_gold"]), ("best-of-n", "proxy", bon["fit_proxy"])]
-    fits += [(m, w, r[f"fit_{w}"]) for m, r in over["rl"].items() for w in ("gold", "proxy")]
+    top = max(c["d"] for c in bon["curve"])
+    fits = [("best-of-n", "gold", bon["fit_gold"], top),
+            ("best-of-n", "proxy", bon["fit_proxy"], top)]  # fmt: skip
+    fits += [(m, w, r[f"fit_{w}"], max(p["d"] for p in r["points"]))
+             for m, r in over["rl"].items() for w in ("gold", "proxy")]  # fmt: skip
     rows = []
-    for source, which, f in fits:
+    for source, which, f, reach in fits:
         if f is None or "error" in f:
             rows.append([source, which, "–", "–", "–", "–", (f or {}).get("error", "no fit")])
             continue
         rows.append([source, which, f"{fmt(f['alpha'])} ± {fmt(f['alpha_se'])}",
                      f"{fmt(f['beta'])} ± {fmt(f['beta_se'])}", fmt(f["r2"]),
-                     fmt(f["d_star"]), ""])  # fmt: skip
+                     fmt(f["d_star"]), "beyond the measured d" if f["d_star"] is not None and
+                     f["d_star"] > reach else ""])  # fmt: skip
     out.append(
         f"Fits of the gain over the SFT model ({results['references']['gao']}): best-of-n "
         "R(d) = d(α − β d), RL R(d) = d(α − β log d); d* is the predicted peak.\n"
