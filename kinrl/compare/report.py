@@ -372,9 +372,13 @@ def markdown(results: dict[str, Any]) -> str:
     out.append(heading("Stage times"))
     rows = [[name, fmt(s, 1)] for name, s in results["stages"].items()]
     out.append(table(["stage", "seconds"], rows))
-    out.append(f"Total {fmt(results['total_stage_s'], 1)} s of stages"
-               + (f"; {len(results['cached_stages'])} taken from the cache of an earlier run."
-                  if results["cached_stages"] else "."))  # fmt: skip
+    cached, stages = len(results["cached_stages"]), len(results["stages"])
+    note = "." if not cached else (
+        "; this report was written again from the cache, so every figure, and each stage's "
+        "seconds, are those of the run that first made them." if cached == stages else
+        f"; {cached} of the {stages} stages were taken from the cache of an earlier run (their "
+        "seconds are that run's).")  # fmt: skip
+    out.append(f"Total {fmt(results['total_stage_s'], 1)} s of stages{note}")
     m = results["machine"]
     out.append(heading("Machine"))
     versions = ", ".join(f"{k} {v}" for k, v in m["versions"].items() if v)
