@@ -96,17 +96,21 @@ def _fit(form: str, d: Sequence[float], r: Sequence[float]) -> dict[str, Any]:
     x, y = np.asarray(d, np.float64), np.asarray(r, np.float64)
     if x.ndim != 1 or x.shape != y.shape:
         raise ValueError(f"d and r must be 1-D and of the same length (got {x.shape}, {y.shape})")
-    if len(x) < 3:
-        raise ValueError(f"fitting alpha and beta needs at least 3 points, to leave one degree "
-                         f"of freedom for their standard errors (got {len(x)})")  # fmt: skip
     if not (np.all(np.isfinite(x)) and np.all(np.isfinite(y))):
         raise ValueError("d and r must be finite (got NaN or inf)")
     if np.any(x < 0):
         raise ValueError("d = sqrt(KL) cannot be negative")
+    # Both forms pass through the origin: a point at d = 0 says nothing about alpha or beta
+    # (its row of the design is zero), so it is left out rather than counted as a degree of
+    # freedom it does not give.
+    x, y = x[x > 0], y[x > 0]
+    if len(x) < 3:
+        raise ValueError(f"fitting alpha and beta needs at least 3 points at d > 0, to leave "
+                         f"one degree of freedom for their standard errors (got {len(x)})")
     if form == "bon":
         curvature = x**2
-    else:  # d log d -> 0 as d -> 0, so a point at d = 0 is allowed
-        curvature = np.where(x > 0, x * np.log(np.where(x > 0, x, 1.0)), 0.0)
+    else:
+        curvature = x * np.log(x)
     design = np.stack([x, -curvature], axis=1)
     coef, _, rank, _ = np.linalg.lstsq(design, y, rcond=None)
     if rank < 2:  # all the d > 0 equal: alpha and beta trade off freely
@@ -143,7 +147,8 @@ def fit_bon(d: Sequence[float], r: Sequence[float]) -> dict[str, Any]:
 
     `d` is sqrt(KL) per point, `r` the gold (or proxy) reward's gain over the start: the form
     has no intercept (R(0) = 0), so subtract the start's reward first. Points at d = 0 are
-    allowed. The form is linear in alpha and beta, so the fit is ordinary least squares
+    accepted and left out (they say nothing about alpha or beta); n counts those at d > 0.
+    The form is linear in alpha and beta, so the fit is ordinary least squares
     (numpy's lstsq) rather than scipy's iterative curve_fit: the same minimum of the squared
     error, found exactly, with no starting guess to get wrong. The standard errors are the
     usual OLS ones, sqrt(diag(s^2 (X'X)^-1)) with s^2 = RSS / (n - 2); they assume
@@ -151,14 +156,14 @@ def fit_bon(d: Sequence[float], r: Sequence[float]) -> dict[str, Any]:
     as a floor. r2 is 1 - RSS / TSS about the mean of r (it can be negative: there is no
     intercept); rmse is sqrt(RSS / n). d_star = alpha / (2 beta) is the fitted peak and
     r_star = R(d_star) = alpha^2 / (4 beta); both None when beta <= 0 (the fitted curve never
-    turns down). Fewer than 3 points, or fewer than 2 distinct d > 0: ValueError.
+    turns down). Fewer than 3 points at d > 0, or fewer than 2 distinct ones: ValueError.
     """
     return _fit("bon", d, r)
 
 
 def fit_rl(d: Sequence[float], r: Sequence[float]) -> dict[str, Any]:
     """Fit Gao et al.'s RL form R(d) = d (alpha - beta log d) to points (d, r); the same
-    method and keys as `fit_bon`. Points at d = 0 are allowed (d log d -> 0 there). The fitted
+    method and keys as `fit_bon` (points at d = 0 left out alike). The fitted
     peak is d_star = exp(alpha / beta - 1), with r_star = R(d_star) = beta d_star; both None
     when beta <= 0 (or when the peak is too far out for a float).
     """

@@ -107,16 +107,36 @@ def _numbers(tree: Any) -> list[float]:
     return out
 
 
+_WRITTEN = re.compile(r"\d[\d,]*(?:\.\d+)*(?:e[-+]?\d+)?")
+
+
+def _written(tree: Any) -> set[str]:
+    """Every number written inside a string of `tree` (keys and values: versions, dates,
+    names, split values such as hops "2"), as written."""
+    out: set[str] = set()
+    if isinstance(tree, dict):
+        for key, value in tree.items():
+            out |= set(_WRITTEN.findall(str(key))) | _written(value)
+    elif isinstance(tree, list):
+        for value in tree:
+            out |= _written(value)
+    elif isinstance(tree, str):
+        out |= set(_WRITTEN.findall(tree))
+    return out
+
+
 def unmatched_numbers(markdown: str, results: dict[str, Any]) -> list[str]:
-    """The numbers `markdown` shows that `results` does not hold: each must appear in the JSON
-    text as written (versions, dates, names), or equal a number of `results` rounded as shown
-    (a percentage: the number times 100; a signed difference in points likewise)."""
-    text = json.dumps(plain(results))
+    """The numbers `markdown` shows that `results` does not hold: each must be a number written
+    whole in one of the results' strings (a version, a date, a hops value used as a key), or
+    equal a number of `results` rounded as shown (a percentage: the number times 100; a
+    signed difference in points likewise). A number is never matched as a piece of a longer
+    one (99.7 is not in 1299.75)."""
+    written = _written(plain(results))
     values = _numbers(plain(results))
     missing = []
     for token in _NUMBER.findall(markdown):
         bare = token.rstrip("%")
-        if bare.lstrip("+-") in text:
+        if bare.lstrip("+-") in written:
             continue
         if "e" in bare:  # scientific notation, as written: compared as a float
             shown = float(bare)

@@ -105,7 +105,7 @@ def test_fits_recover_known_coefficients_and_peak(fit, form, alpha, beta, d, pea
     assert exact["alpha"] == pytest.approx(alpha) and exact["beta"] == pytest.approx(beta)
     assert exact["d_star"] == pytest.approx(peak) and exact["r2"] == pytest.approx(1.0)
     assert exact["r_star"] == pytest.approx(float(form(np.array(peak), alpha, beta)))
-    assert exact["n"] == 30 and exact["rmse"] == pytest.approx(0.0, abs=1e-9)
+    assert exact["n"] == 29 and exact["rmse"] == pytest.approx(0.0, abs=1e-9)  # d = 0 left out
 
     rng = np.random.default_rng(7)
     estimates, errors = [], []
@@ -135,8 +135,20 @@ def test_fits_without_a_peak_and_bad_input():
         with pytest.raises(ValueError, match="at least 3 points"):
             fit([1.0, 2.0], [0.5, 0.6])
         with pytest.raises(ValueError, match="distinct"):
-            fit([0.0, 2.0, 2.0], [0.0, 0.5, 0.6])
+            fit([0.0, 2.0, 2.0, 2.0], [0.0, 0.5, 0.6, 0.7])
         with pytest.raises(ValueError, match="negative"):
             fit([-1.0, 1.0, 2.0], [0.0, 0.5, 0.6])
         with pytest.raises(ValueError, match="same length"):
             fit([0.0, 1.0, 2.0], [0.0, 0.5])
+
+
+def test_a_point_at_the_origin_adds_no_degree_of_freedom():
+    """R(0) = 0 by form: the point d = 0 neither moves the fit nor narrows its errors."""
+    d = np.array([0.4, 0.9, 1.3, 1.8])
+    r = _bon(d, 0.1, 0.05) + np.array([0.004, -0.003, 0.002, -0.001])
+    for fit in (fit_bon, fit_rl):
+        without, with_origin = fit(d, r), fit(np.r_[0.0, d], np.r_[0.0, r])
+        for key in ("alpha", "beta", "alpha_se", "beta_se", "r2", "n"):
+            assert with_origin[key] == pytest.approx(without[key]), key
+    with pytest.raises(ValueError, match="at least 3 points at d > 0"):
+        fit_rl([0.0, 0.5, 0.9], [0.0, 0.03, -0.01])

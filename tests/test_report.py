@@ -44,3 +44,9 @@ def test_numbers_in_names_and_scientific_notation() -> None:
     results = {"learning_rate": 1e-05, "k": 4}
     assert unmatched_numbers("k1, k2 and pass@4 at lr 1e-05", results) == []
     assert unmatched_numbers("lr 3e-05", results) == ["3e-05"]
+
+
+def test_a_number_is_never_matched_as_a_piece_of_another() -> None:
+    results = {"a": 1299.75, "b": 0.4389, "name": "version 0.7.2", "by_hops": {"3": 0.5}}
+    assert unmatched_numbers("99.7% and 0.43", results) == ["99.7%", "0.43"]
+    assert unmatched_numbers("0.44, 0.7.2 and hops 3", results) == []

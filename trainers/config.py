@@ -357,8 +357,8 @@ DPO_LOSS_NAMES = ("sigmoid", "cdpo", "robust", "hinge", "ipo", "simpo")  # train
 class DPOConfig(PreferenceConfig):
     """The DPO family (`trainers/dpo.py`). The learning rate defaults to 1e-5: from a nano SFT
     run on level 2, 100 steps of 16 pairs at the former default 1e-4 dropped validation
-    accuracy from 46.1% to 35.9% (entity questions to 0%), 5e-5 to 37.9-43.0%, and 1e-5 kept
-    or raised it (45.3-46.1%; `kinrl compare --preset quickstart`, docs/measurements.md)."""
+    accuracy from 46.1% to 35.9% (entity questions to 0%), 5e-5 to 37.9-43.0% and 1e-5 to
+    45.3-46.1% (the quickstart's grid on its first data; docs/measurements.md)."""
 
     learning_rate: float = default_of(TrainConfig, "learning_rate", 1e-5)
 

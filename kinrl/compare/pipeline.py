@@ -41,6 +41,22 @@ EVAL_SEED = 1234
 GENERALISATION_SPLITS = ("test_hops", "test_names", "test_relations")  # tasks/kinship/splits.py
 
 
+def training_knobs(preset: Preset) -> dict[str, Any]:
+    """The task knobs that keep the preference and feedback data inside what the examples'
+    training split holds: the generalisation splits' names and hops must be unseen by every
+    method (the examples get them from `kinrl generate`'s holdouts; the other kinds, which
+    have no holdout splits of their own, from these knobs)."""
+    from tasks.kinship.config import KinshipConfig
+
+    knobs: dict[str, Any] = {}
+    if preset.holdout_names:
+        knobs["name_pool"] = "train"
+    if preset.holdout_hops is not None:
+        level = KinshipConfig.for_level(preset.difficulty)
+        knobs["max_hops"] = min(level.max_hops, preset.holdout_hops)
+    return knobs
+
+
 def plan(preset: Preset) -> dict[str, float]:
     """Every stage of `preset`'s comparison with its rough cost in seconds, for the ETA only:
     the quickstart's stage times on 2 quiet cores, scaled by each stage's size (the ETA then
@@ -129,7 +145,8 @@ class Comparison:
         p = self.preset
         inputs = {"difficulty": p.difficulty, "examples": p.examples, "pairs": p.pairs,
                   "feedback": p.feedback, "noise": p.noise, "seeds": DATA_SEEDS,
-                  "holdout_hops": p.holdout_hops, "holdout_names": p.holdout_names}  # fmt: skip
+                  "holdout_hops": p.holdout_hops, "holdout_names": p.holdout_names,
+                  "knobs": training_knobs(p)}  # fmt: skip
 
         def work(folder: Path) -> dict[str, Any]:
             from tasks.kinship.dataset import generate_command
@@ -140,7 +157,8 @@ class Comparison:
                 feedback = {} if kind == "examples" else {"noise": p.noise}
                 holdouts = ({"holdout_hops": p.holdout_hops, "holdout_names": p.holdout_names}
                             if kind == "examples" else {})  # fmt: skip
-                summary = generate_command(folder / kind, p.difficulty, {}, n,
+                knobs = {} if kind == "examples" else training_knobs(p)
+                summary = generate_command(folder / kind, p.difficulty, knobs, n,
                                            feedback=feedback, kind=kind, seed=DATA_SEEDS[kind],
                                            num_proc=min(2, os.cpu_count() or 1),
                                            overwrite=True, progress=self.progress,
@@ -191,7 +209,6 @@ class Comparison:
     def train_point(self, method: str, point: dict[str, Any], seed: int, data: dict[str, Any],
                     sft: dict[str, Any], rm: dict[str, Any],
                     name: str) -> dict[str, Any]:  # fmt: skip
-
         config = method_config(self.preset, method, point, seed, rm["run"])
         kind = COMPARE_METHODS[method][2]
         inputs = {
@@ -201,6 +218,7 @@ class Comparison:
             "method": method,
             "config": config.to_dict(),
             "validation_items": self.preset.validation_items,
+            "tokens": self.eval_tokens,
         }
         validation = self.records(data, "validation", self.preset.validation_items)
 
@@ -276,7 +294,12 @@ class Comparison:
         def work(folder: Path) -> dict[str, Any]:
             from evaluators.policy_eval import kl_drift, rm_gold_agreement, sample_policy
 
-            drift = kl_drift(run["run"], records, reference=sft["run"],
+            # The planned checkpoints only: one saved by an interruption (Ctrl-C saves) would
+            # make the table depend on how often the run was stopped.
+            config = run["config"]
+            every, last = config["save_interval"], config["steps"]
+            planned = sorted({*range(every, last + 1, every), last})
+            drift = kl_drift(run["run"], records, reference=sft["run"], steps=planned,
                              samples_per_prompt=p.drift_samples,
                              max_new_tokens=p.max_new_tokens, reward_run=rm["run"],
                              seed=EVAL_SEED)  # fmt: skip

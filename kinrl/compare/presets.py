@@ -45,7 +45,8 @@ BASELINE = "sft"  # the SFT run every method starts from; always in the report
 @dataclass(frozen=True)
 class Preset:
     """One comparison: the task, the SFT and reward model it starts from, the shared budget,
-    the tuning grids and the evaluation sizes. Every field is part of the stages' cache keys."""
+    the tuning grids and the evaluation sizes. Each stage's cache key holds the fields it
+    depends on (and the keys of the stages it reads), so a changed field reruns only those."""
 
     name: str
     description: str
@@ -107,7 +108,8 @@ def method_config(preset: Preset, method: str, point: dict[str, Any], seed: int,
         "steps": preset.steps,
         "seed": seed,
         "save_interval": every,
-        "keep_checkpoints": preset.checkpoints + 1,
+        # the planned ones, and room for two saved by interruptions (Ctrl-C saves one)
+        "keep_checkpoints": preset.checkpoints + 3,
         "log_interval": max(1, min(10, every)),
         "eval_interval": 0,  # the comparison evaluates every run itself, alike
         **fixed,

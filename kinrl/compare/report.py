@@ -22,6 +22,7 @@ from evaluators.report import (
     plain,
     signed_interval,
     table,
+    unmatched_numbers,
     write_report,
 )
 from kinrl.compare.presets import BASELINE, COMPARE_METHODS, ONLINE, describe
@@ -32,6 +33,8 @@ REFERENCES = {
     "gao": "Gao, Schulman and Hilton 2022, Scaling laws for reward model overoptimization",
     "beirami": "Beirami et al. 2024, Theoretical guarantees on the best-of-n alignment policy",
 }
+PLOTS = ("accuracy_by_difficulty.png", "gold_vs_kl.png", "overoptimisation.png",
+         "calibration.png", "training_curves.png")  # fmt: skip
 SMOOTHING = 10  # steps in the training curves' moving mean
 DEGENERATE_UNPARSEABLE = 0.2  # flagged when a fifth of greedy answers cannot be parsed
 DEGENERATE_REPETITION = 0.1  # or a tenth of completions repeat themselves
@@ -40,21 +43,19 @@ DEGENERATE_REPETITION = 0.1  # or a tenth of completions repeat themselves
 # ----------------------------------------------------------------------------- results
 
 
-def _budget(preset: dict[str, Any], method: str, config: dict[str, Any]) -> dict[str, Any]:
-    steps, prompts = preset["steps"], preset["prompts_per_step"]
+def _budget(method: str, config: dict[str, Any]) -> dict[str, Any]:
+    """What the trained config spent: steps, prompts (or pairs, or examples) a step, updates."""
+    from trainers.registry import METHODS
+
+    trained = METHODS[COMPARE_METHODS[method][0]][0](**config)
     online = method in ONLINE
-    updates = {"ppo": config.get("minibatches", 1) * config.get("ppo_epochs", 1),
-               "grpo": config.get("minibatches", 1) * config.get("num_iterations", 1),
-               "grpo-gold": config.get("minibatches", 1) * config.get("num_iterations", 1),
-               "rloo": config.get("minibatches", 1) * config.get("num_iterations", 1),
-               "online-dpo": config.get("minibatches", 1)}.get(method, 1)  # fmt: skip
     return {
-        "steps": steps,
-        "prompts_per_step": prompts,
-        "prompts_seen": steps * prompts,
-        "completions_per_prompt": config.get("group_size", 1) if online else None,
-        "updates": steps * updates,
-        "learning_rate": config["learning_rate"],
+        "steps": trained.steps,
+        "prompts_per_step": trained.step_examples(),
+        "prompts_seen": trained.steps * trained.step_examples(),
+        "completions_per_prompt": config["group_size"] if online else None,
+        "updates": trained.steps * trained.updates_per_step(),
+        "learning_rate": trained.learning_rate,
         "beta": config.get("beta"),
         "reward": _learns_from(method, config),
     }
@@ -70,8 +71,9 @@ def _learns_from(method: str, config: dict[str, Any]) -> str:
 
 
 def _calibrate(proxy: np.ndarray, gold: np.ndarray) -> dict[str, float]:
-    """Least squares gold ~ a + b proxy over the SFT model's samples: the proxy in gold
-    units on the distribution the reward model was trained near."""
+    """Least squares gold ~ a + b proxy over all the SFT model's best-of-n samples: the proxy
+    in gold units (the line only rescales the proxy for the plots and tables; which sample
+    best-of-n picks is decided by the raw proxy)."""
     x, y = proxy.ravel(), gold.ravel()
     if np.ptp(x) == 0:
         return {"a": float(y.mean()), "b": 0.0}
@@ -88,15 +90,37 @@ def _fit(form: str, d: list[float], r: list[float]) -> dict[str, Any] | None:
         return {"form": form, "error": str(error)}
 
 
+def _peak_drop(proxy: np.ndarray, gold: np.ndarray, ns: list[int], samples: int = 2000,
+               seed: int = 0) -> dict[str, Any]:  # fmt: skip
+    """The gold reward of best-of-n at its peak n minus at the largest n, with a percentile
+    bootstrap 95% interval over prompts (the peak n is the point estimate's, held fixed)."""
+    from evaluators.overoptimisation import best_of_n_curve
+
+    golds = [c["gold"] for c in best_of_n_curve(proxy, gold, ns)]
+    peak = int(np.argmax(golds))
+    pick = [ns[peak], ns[-1]]
+    rng = np.random.default_rng(seed)
+    drops = np.empty(samples)
+    for i in range(samples):
+        rows = rng.integers(0, len(proxy), len(proxy))
+        at = best_of_n_curve(proxy[rows], gold[rows], pick)
+        drops[i] = at[0]["gold"] - at[1]["gold"]
+    low, high = np.quantile(drops, [0.025, 0.975])
+    return {"peak_n": ns[peak], "last_n": ns[-1], "mean": golds[peak] - golds[-1],
+            "low": float(low), "high": float(high), "level": 0.95}  # fmt: skip
+
+
 def _overoptimisation(context: dict[str, Any]) -> dict[str, Any]:
     from evaluators.overoptimisation import best_of_n_curve
 
     bon = context["best_of_n"]
     proxy, gold = np.asarray(bon["proxy"], float), np.asarray(bon["gold"], float)
-    calibration = _calibrate(proxy[:, :1], gold[:, :1]) if proxy.shape[1] else None
+    calibration = _calibrate(proxy, gold)
     ns = [n for n in (1, 2, 4, 8, 16, 32, 64, 128) if n <= proxy.shape[1]]
-    scaled = calibration["a"] + calibration["b"] * proxy
-    curve = best_of_n_curve(scaled, gold, ns)
+    curve = best_of_n_curve(proxy, gold, ns)  # picked by the raw proxy
+    for c in curve:  # an expectation, so the line maps it as it maps each sample
+        c["proxy_raw"] = c["proxy"]
+        c["proxy"] = calibration["a"] + calibration["b"] * c["proxy_raw"]
     base_proxy, base_gold = curve[0]["proxy"], curve[0]["gold"]
     d = [c["d"] for c in curve]
     result: dict[str, Any] = {
@@ -106,6 +130,7 @@ def _overoptimisation(context: dict[str, Any]) -> dict[str, Any]:
             "kl_note": "log n - (n-1)/n, an upper bound on best-of-n's KL (Beirami et al.)",
             "fit_gold": _fit("bon", d, [c["gold"] - base_gold for c in curve]),
             "fit_proxy": _fit("bon", d, [c["proxy"] - base_proxy for c in curve]),
+            "gold_peak_minus_last": _peak_drop(proxy, gold, ns),
         },
         "rl": {},
     }
@@ -166,7 +191,7 @@ def summarise(context: dict[str, Any]) -> dict[str, Any]:
             grids[method] = [{"point": g["point"], "validation_accuracy": g["validation_accuracy"],
                               "train_s": g["train_s"], "chosen": i == run["chosen"]}
                              for i, g in enumerate(run["grid"])]  # fmt: skip
-            budgets[method] = _budget(preset, method, chosen["config"])
+            budgets[method] = _budget(method, chosen["config"])
         else:
             row["train_s"] = context["sft"]["train_s"]
         leaderboard.append(row)
@@ -403,7 +428,9 @@ def findings(results: dict[str, Any]) -> list[str]:
     gains = results["significant_gains"]
     if gains:
         shown = ", ".join(f"{m} ({signed_interval(rows[m]['gain_vs_sft'])} points)" for m in gains)
-        lines.append(f"**Gains over SFT whose 95% interval is above zero:** {shown}.")
+        lines.append(f"**Gains over SFT whose 95% interval is above zero:** {shown}. Each "
+                     "interval is for its own comparison, not corrected for the number of "
+                     f"methods compared ({len(rows) - 1}).")  # fmt: skip
     else:
         lines.append("**No method's gain over SFT has a 95% interval above zero at this "
                      "budget.**")  # fmt: skip
@@ -424,16 +451,19 @@ def findings(results: dict[str, Any]) -> list[str]:
     if agreement:
         lines.append(f"The reward model orders {pct(q['accuracy'])} of held-out pairs as the "
                      f"gold reward does, and {pct(min(agreement))} to {pct(max(agreement))} of "
-                     "pairs of the trained policies' own samples whose gold scores differ (the "
-                     "distribution it is optimised on).")  # fmt: skip
-    curve = results["overoptimisation"]["best_of_n"]["curve"]
-    peak = max(curve, key=lambda c: c["gold"])
-    last = curve[-1]
-    if last["gold"] < peak["gold"] and peak["n"] < last["n"]:
-        lines.append(f"Best-of-n over-optimises the proxy: the gold reward peaks at n = "
-                     f"{peak['n']} ({fmt(peak['gold'])}) and falls to {fmt(last['gold'])} at "
-                     f"n = {last['n']}, while the proxy's prediction rises to "
-                     f"{fmt(last['proxy'])}.")  # fmt: skip
+                     "the pairs of the trained policies' own samples whose gold scores differ: "
+                     "samples like those an online method optimising it is scored on.")  # fmt: skip
+    bon = results["overoptimisation"]["best_of_n"]
+    drop, curve = bon["gold_peak_minus_last"], {c["n"]: c for c in bon["curve"]}
+    peak, last = curve[drop["peak_n"]], curve[drop["last_n"]]
+    if drop["peak_n"] < drop["last_n"] and drop["mean"] > 0:
+        sure = drop["low"] > 0
+        lines.append(f"Best-of-n{' over-optimises the proxy' if sure else ''}: the gold reward "
+                     f"peaks at n = {peak['n']} ({fmt(peak['gold'])}) and is "
+                     f"{fmt(last['gold'])} at n = {last['n']}, a drop of "
+                     f"{interval(drop, 3, percent=False)} (95% interval over prompts"
+                     f"{'' if sure else ', which includes no drop'}), while the proxy's "
+                     f"prediction rises to {fmt(last['proxy'])}.")  # fmt: skip
     return lines
 
 
@@ -487,8 +517,8 @@ def _rm_md(results: dict[str, Any]) -> list[str]:
             for m, a in q["agreement_on_policy_samples"].items()]  # fmt: skip
     out.append(
         "Agreement with the gold reward on each trained policy's own samples (pairs of "
-        "a prompt's samples whose gold scores differ): the distribution the proxy is "
-        "optimised on.\n"
+        "a prompt's samples whose gold scores differ), which is what an online method "
+        "optimising the proxy is scored on.\n"
     )
     out.append(table(["policy", "agreement", "pairs"], rows))
     return out
@@ -617,9 +647,15 @@ def training_curves(context: dict[str, Any]) -> dict[str, Any]:
 def write(context: dict[str, Any], out: str | Path) -> dict[str, Any]:
     """results.json, report.md and the plots of a comparison into `out`; returns the results."""
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     results = summarise(context)
     results["training_curves"] = plain(training_curves(context))
-    results["plots"] = plots(results, out)
-    write_report(out, markdown(results), results)
+    results["plots"] = list(PLOTS)
+    text = markdown(results)
+    missing = unmatched_numbers(text, results)
+    if missing:  # a bug of this module, not of the user's input: checked before any file
+        raise RuntimeError(f"report.md would show numbers results.json lacks: {missing[:10]}")
+    out.mkdir(parents=True, exist_ok=True)
+    drawn = plots(results, out)
+    assert drawn == list(PLOTS), drawn
+    write_report(out, text, results)
     return results

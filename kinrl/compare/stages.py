@@ -22,11 +22,15 @@ from pathlib import Path
 from typing import Any
 
 STAGE_FILE = "stage.json"
+# Part of every key: raised when what a stage computes changes (a fixed evaluator, a new
+# field), so results of the older code are not served from the cache.
+SCHEMA = 2
 
 
 def stage_key(name: str, inputs: Any) -> str:
     """A stable hash of a stage's name and inputs (JSON with sorted keys)."""
-    text = json.dumps({"stage": name, "inputs": inputs}, sort_keys=True, default=str)
+    text = json.dumps({"stage": name, "schema": SCHEMA, "inputs": inputs}, sort_keys=True,
+                      default=str)  # fmt: skip
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
 
 
