@@ -105,12 +105,11 @@ def _fit(form: str, d: Sequence[float], r: Sequence[float]) -> dict[str, Any]:
     # freedom it does not give.
     x, y = x[x > 0], y[x > 0]
     if len(x) < 3:
-        raise ValueError(f"fitting alpha and beta needs at least 3 points at d > 0, to leave "
-                         f"one degree of freedom for their standard errors (got {len(x)})")
-    if form == "bon":
-        curvature = x**2
-    else:
-        curvature = x * np.log(x)
+        raise ValueError(
+            f"fitting alpha and beta needs at least 3 points at d > 0, to leave "
+            f"one degree of freedom for their standard errors (got {len(x)})"
+        )
+    curvature = x**2 if form == "bon" else x * np.log(x)
     design = np.stack([x, -curvature], axis=1)
     coef, _, rank, _ = np.linalg.lstsq(design, y, rcond=None)
     if rank < 2:  # all the d > 0 equal: alpha and beta trade off freely
